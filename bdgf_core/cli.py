@@ -1,0 +1,348 @@
+"""The runtime's command line: ``python -m bdgf_core COMMAND [options]``.
+
+Every command reports progress (``--progress json`` for QGIS, a bar in a terminal), exits 0 with a
+final result, 1 with a one-line error naming the problem and the fix, 130 when cancelled.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import platform
+import sys
+import time
+import traceback
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import BdgfError, Cancelled
+from .progress import Reporter
+
+EXIT_ERROR, EXIT_CANCELLED = 1, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like argparse but without the usage dump
+        sys.stderr.write(f"error: {message} (see '{self.prog} --help')\n")
+        sys.exit(2)
+
+
+def positive_int(v: str) -> int:
+    i = int(v)
+    if i <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {v}")
+    return i
+
+
+def odd_patch(v: str) -> int:
+    i = int(v)
+    if i <= 0 or i % 2 == 0:
+        raise argparse.ArgumentTypeError(f"patch size must be odd and positive (1, 3, 5, 7, 9...), got {v}")
+    return i
+
+
+def share(v: str) -> float:
+    f = float(v)
+    if not 0.0 <= f < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a share in [0, 1), got {v}")
+    return f
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m bdgf_core", description="BDGF runtime: land-cover classification from spectral "
+                "and SAR rasters (Balanced Diffusion-Guided Fusion) and a random-forest baseline.")
+    p.add_argument("--version", action="version", version=f"bdgf_core {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    common = _Parser(add_help=False)
+    common.add_argument("--progress", choices=["auto", "json", "bar", "none"], default="auto",
+                        help="json lines (for QGIS), a progress bar, or nothing; auto: a bar in a terminal")
+
+    g = sub.add_parser("generate-scene", parents=[common], help="write the embedded synthetic demo scene")
+    g.add_argument("--out-dir", required=True)
+    g.add_argument("--size", type=positive_int, default=200)
+    g.add_argument("--bands", type=positive_int, default=60)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--variant", choices=["standard", "hard"], default="standard")
+
+    def training_args(q, samples=50, val=0.0):
+        q.add_argument("--spectral", required=True, help="spectral raster (defines the grid)")
+        q.add_argument("--sar", required=True, help="SAR (or other auxiliary) raster")
+        q.add_argument("--groundtruth", required=True, help="labelled polygons (any OGR source) or a label raster")
+        q.add_argument("--layer", default=None, help="layer of the ground-truth source (default: the first)")
+        q.add_argument("--class-field", default="class")
+        q.add_argument("--samples-per-class", type=positive_int, default=samples)
+        q.add_argument("--split", choices=["polygons", "blocks", "pixels"], default="polygons")
+        q.add_argument("--block-size", type=positive_int, default=32)
+        q.add_argument("--validation-share", type=share, default=val)
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--model", required=True, help="model file to write (.bdgf)")
+        q.add_argument("--report", default=None, help="HTML training report (a .json twin is written beside it)")
+
+    b = sub.add_parser("train-baseline", parents=[common], help="train the random-forest baseline")
+    training_args(b)
+    b.add_argument("--trees", type=positive_int, default=200)
+
+    c = sub.add_parser("classify", parents=[common], help="classify rasters with a model, block by block")
+    c.add_argument("--model", required=True)
+    c.add_argument("--spectral", required=True)
+    c.add_argument("--sar", required=True)
+    c.add_argument("--features", default=None, help="diffusion feature raster (BDGF models)")
+    c.add_argument("--diffusion-model", default=None, help="compute the features from this diffusion model")
+    c.add_argument("--out", required=True, help="classification map (GeoTIFF)")
+    c.add_argument("--confidence", default=None, help="optional raster of the maximum class probability")
+    c.add_argument("--entropy", default=None, help="optional raster of the prediction entropy (nats)")
+    c.add_argument("--memory-mb", type=positive_int, default=1024)
+    c.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    c.add_argument("--batch-size", type=positive_int, default=None)
+
+    a = sub.add_parser("assess", parents=[common], help="accuracy of a map against ground truth")
+    a.add_argument("--map", required=True)
+    a.add_argument("--groundtruth", required=True)
+    a.add_argument("--layer", default=None)
+    a.add_argument("--class-field", default="class")
+    a.add_argument("--model", default=None, help="the model that made the map: its training pixels are left out")
+    a.add_argument("--report", required=True, help="HTML report")
+    a.add_argument("--json", default=None)
+    a.add_argument("--csv", default=None)
+
+    from .commands_deep import add_deep_commands
+
+    add_deep_commands(sub, common, training_args)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    mode = args.progress
+    if mode == "auto":
+        mode = "bar" if sys.stderr.isatty() else "none"
+    rep = Reporter(mode)
+    rep.install_signal_handlers()
+    started = time.time()
+    try:
+        outputs = COMMANDS[args.command](args, rep)
+    except Cancelled as exc:
+        rep.error(str(exc))
+        return EXIT_CANCELLED
+    except BdgfError as exc:
+        rep.error(str(exc))
+        return EXIT_ERROR
+    except MemoryError:
+        rep.error("out of memory; lower the memory budget, the batch size or the tile size")
+        return EXIT_ERROR
+    except Exception as exc:  # an unexpected failure still ends with one line, the details to stderr
+        traceback.print_exc(file=sys.stderr)
+        rep.error(f"internal error: {type(exc).__name__}: {exc} (please report it with the log)")
+        return EXIT_ERROR
+    rep.info(f"done in {time.time() - started:.1f} s")
+    rep.result(outputs)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+
+def cmd_generate_scene(args, rep: Reporter) -> dict:
+    from .scene import generate_scene
+
+    rep.progress(0.0, "generating")
+    s = generate_scene(args.out_dir, size=args.size, bands=args.bands, seed=args.seed, variant=args.variant)
+    rep.progress(1.0)
+    return {"spectral": str(s.spectral), "sar": str(s.sar), "groundtruth": str(s.groundtruth),
+            "class_field": s.class_field}
+
+
+def run_info(device: str = "cpu") -> dict:
+    return {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "bdgf_core": __version__, "python": platform.python_version(), "host": platform.node(),
+            "device": device}
+
+
+def cmd_train_baseline(args, rep: Reporter) -> dict:
+    from .atomic import check_writable
+    from .baseline import fit_forest, forest_proba, pixel_features
+    from .metrics import assess
+    from .modelfile import save_model
+    from .samples import prepare_training, values_at
+
+    check_writable(args.model)
+    if args.report:
+        check_writable(args.report)
+    rep.progress(0.0, "reading")
+    data = prepare_training(args.spectral, args.sar, args.groundtruth, args.class_field, args.samples_per_class,
+                            args.split, args.seed, args.validation_share, args.block_size, rep.sub(0, 0.2), args.layer)
+    labels = data.gt.labels.ravel()
+    train = np.concatenate([data.split.train, data.split.val])  # a forest needs no validation set
+    stats = (*data.spectral_stats, *data.sar_stats)
+    x_train = pixel_features(values_at(data.spectral, train).T, values_at(data.sar, train).T, stats)
+    rep.progress(0.25, f"fitting {args.trees} trees on {train.size} pixels")
+    forest = fit_forest(x_train, labels[train], args.trees, args.seed)
+    rep.progress(0.8, "testing")
+    test = data.split.test
+    result = {"split": data.split.summary}
+    if test.size:
+        x_test = pixel_features(values_at(data.spectral, test).T, values_at(data.sar, test).T, stats)
+        yhat = forest["classes"][forest_proba(forest, np.nan_to_num(x_test)).argmax(1)]
+        acc = assess(labels[test], yhat, data.codes())
+        names = {c.code: c.name for c in data.gt.classes}
+        result["test_accuracy"] = acc.to_json(names)
+        rep.info(f"held-out test pixels: OA {acc.oa:.2f}%, AA {acc.aa:.2f}%, Kappa {acc.kappa:.2f}%")
+    meta = {
+        "model_id": uuid.uuid4().hex,
+        "classes": [c.to_json() for c in data.gt.classes],
+        "inputs": {"spectral_bands": data.spectral.bands, "sar_bands": data.sar.bands, "feature_bands": None},
+        "grid": data.spectral.grid.to_json(),
+        "groundtruth": str(Path(args.groundtruth).resolve()),
+        "split": data.split.summary,
+        "trees": args.trees, "run": run_info(), "features": "per-pixel normalised spectral + SAR values",
+    }
+    tensors = {f"forest.{k}": v for k, v in forest.items()}
+    tensors.update({"spectral_mean": data.spectral_stats[0], "spectral_std": data.spectral_stats[1],
+                    "sar_mean": data.sar_stats[0], "sar_std": data.sar_stats[1],
+                    "split.train": data.split.train.astype(np.int64), "split.val": data.split.val.astype(np.int64),
+                    "split.test": data.split.test.astype(np.int64)})
+    save_model(args.model, "baseline", tensors, meta)
+    report = write_training_report(args.report, "Random-forest baseline: training report", meta, result, data) \
+        if args.report else None
+    rep.progress(1.0)
+    out = {"model": str(args.model), "report": report, "train_pixels": int(data.split.train.size + data.split.val.size),
+           "test_pixels": int(test.size)}
+    if "test_accuracy" in result:
+        out["test_oa"] = result["test_accuracy"]["oa"]
+    return out
+
+
+def write_training_report(path: str, title: str, meta: dict, result: dict, data, extra_html: str = "") -> str:
+    from .report import accuracy_section, split_section, write_html, write_json
+
+    colors = {c["code"]: c["color"] for c in meta["classes"]}
+    body = split_section(result.get("split")) + extra_html
+    if "test_accuracy" in result:
+        body = "<h2>Accuracy on the held-out test pixels</h2>" + accuracy_section(result["test_accuracy"], colors) + body
+    body += f"<h2>Run</h2><pre>{_pre(meta.get('run'))}</pre>"
+    write_html(path, title, body, subtitle=f"model {meta['model_id']}")
+    write_json(Path(path).with_suffix(".json"), {"meta": meta, **result})
+    return str(path)
+
+
+def _pre(obj) -> str:
+    import html
+    import json
+
+    return html.escape(json.dumps(obj, indent=2))
+
+
+def cmd_classify(args, rep: Reporter) -> dict:
+    from .atomic import check_writable
+    from .inference import Inputs, classify
+    from .models import check_inputs, classes_of, load_predictor
+    from .raster import RasterSource
+    from .devices import resolve_device
+
+    for p in (args.out, args.confidence, args.entropy):
+        if p:
+            check_writable(p)
+    device = resolve_device(args.device, rep)
+    predictor, meta = load_predictor(args.model, device=device, batch_size=args.batch_size)
+    from .samples import open_inputs
+
+    spec, sar = open_inputs(args.spectral, args.sar, rep)
+    feats = None
+    if meta["kind"] == "bdgf":
+        feats = _feature_source(args, meta, spec, rep)
+    check_inputs(meta, spec.bands, sar.bands, feats.bands if feats is not None else None)
+    rep.info(f"model {Path(args.model).name} ({meta['kind']}), device {device}")
+    out = classify(predictor, Inputs(spec, sar, feats), args.out, classes_of(meta), args.confidence, args.entropy,
+                   args.memory_mb, rep)
+    return out
+
+
+def _feature_source(args, meta, spec, rep):
+    from .raster import RasterSource
+
+    if args.features:
+        src = RasterSource(args.features, what="diffusion feature raster")
+        if not src.grid.same_as(spec.grid):
+            raise BdgfError("the diffusion feature raster is on another grid than the spectral raster; give the "
+                            "features computed by 'Pretrain DDPM' on this spectral raster")
+        return src
+    raise BdgfError("this BDGF model needs diffusion features: give the feature raster written by 'Pretrain DDPM' "
+                    "(--features)")
+
+
+def cmd_assess(args, rep: Reporter) -> dict:
+    from .atomic import check_writable
+    from .groundtruth import load_ground_truth
+    from .metrics import assess
+    from .modelfile import load_model
+    from .raster import RasterSource
+    from .report import accuracy_section, split_section, write_csv, write_html, write_json
+
+    for p in (args.report, args.json, args.csv):
+        if p:
+            check_writable(p)
+    m = RasterSource(args.map, what="classification map")
+    gt = load_ground_truth(args.groundtruth, m.grid, args.class_field, args.layer)
+    classmap = m.read()[0]
+    labels = gt.labels.ravel()
+    pixels = np.flatnonzero(labels > 0)
+    summary, note = None, "all labelled pixels of the ground truth"
+    names = {c.code: c.name for c in gt.classes}
+    colors = {c.code: c.color for c in gt.classes}
+    if args.model:
+        tensors, meta = load_model(args.model)
+        summary = meta.get("split")
+        names.update({c["code"]: c["name"] for c in meta["classes"]})
+        colors.update({c["code"]: c["color"] for c in meta["classes"]})
+        same_gt = meta.get("groundtruth") == str(Path(args.groundtruth).resolve())
+        if same_gt and "split.test" in tensors and m.grid.same_as(_grid_from(meta["grid"])):
+            pixels = np.intersect1d(pixels, tensors["split.test"])
+            note = f"the model's held-out test pixels ({summary.get('strategy')} split)"
+        else:
+            used = np.concatenate([tensors.get("split.train", np.empty(0, np.int64)),
+                                   tensors.get("split.val", np.empty(0, np.int64))])
+            pixels = np.setdiff1d(pixels, used)
+            note = "the labelled pixels of this ground truth, less the model's training pixels"
+    pred = classmap.ravel()[pixels]
+    ok = np.isfinite(pred) & (pred != 0)
+    if not ok.all():
+        rep.warning(f"{int((~ok).sum())} test pixels are nodata in the map and are left out")
+    pixels, pred = pixels[ok], pred[ok].astype(np.int64)
+    if pixels.size == 0:
+        raise BdgfError("no labelled pixel of the ground truth falls on a classified pixel of the map; check that "
+                        "the map and the ground truth cover the same area")
+    codes = sorted(c.code for c in gt.classes)
+    acc = assess(labels[pixels], pred, codes)
+    aj = acc.to_json(names)
+    rep.info(f"OA {acc.oa:.2f}%  AA {acc.aa:.2f}%  Kappa {acc.kappa:.2f}%  on {pixels.size} pixels ({note})")
+    body = f"<p>Map <code>{Path(args.map).name}</code>, tested on {note}.</p>" + accuracy_section(aj, colors) \
+        + split_section(summary)
+    write_html(args.report, "Accuracy assessment", body, subtitle=f"{Path(args.map).name}")
+    out = {"report": str(args.report), "json": None, "csv": None,
+           "oa": round(acc.oa, 4), "aa": round(acc.aa, 4), "kappa": round(acc.kappa, 4)}
+    if args.json:
+        write_json(args.json, {"map": str(args.map), "tested_on": note, "split": summary, **aj})
+        out["json"] = str(args.json)
+    if args.csv:
+        write_csv(args.csv, aj)
+        out["csv"] = str(args.csv)
+    return out
+
+
+def _grid_from(g: dict):
+    from .raster import Grid
+
+    return Grid(int(g["width"]), int(g["height"]), tuple(g["geotransform"]), g["crs_wkt"])
+
+
+COMMANDS = {
+    "generate-scene": cmd_generate_scene,
+    "train-baseline": cmd_train_baseline,
+    "classify": cmd_classify,
+    "assess": cmd_assess,
+}

@@ -1,0 +1,48 @@
+"""Load any model file of this project as a predictor for classification."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .baseline import ForestPredictor
+from .errors import BdgfError
+from .groundtruth import ClassInfo
+from .modelfile import load_model
+
+
+def classes_of(meta: dict) -> list[ClassInfo]:
+    return [ClassInfo(int(c["code"]), str(c["name"]), str(c["color"])) for c in meta["classes"]]
+
+
+def load_predictor(path: str | os.PathLike, device: str = "cpu", batch_size: int | None = None):
+    """(predictor, metadata) for a classifier model file (baseline or BDGF)."""
+    tensors, meta = load_model(path)
+    kind = meta["kind"]
+    if kind == "baseline":
+        forest = {k[len("forest."):]: v for k, v in tensors.items() if k.startswith("forest.")}
+        return ForestPredictor(forest, tensors["spectral_mean"], tensors["spectral_std"],
+                               tensors["sar_mean"], tensors["sar_std"]), meta
+    if kind == "bdgf":
+        from .bdgf_model import BDGFPredictor
+
+        return BDGFPredictor.from_file(tensors, meta, device=device, batch_size=batch_size), meta
+    raise BdgfError(f"{os.path.basename(path)} is a {kind} model, not a classifier; give the model written by "
+                    "'Train BDGF' or 'Train random-forest baseline'")
+
+
+def check_inputs(meta: dict, spectral_bands: int, sar_bands: int, feature_bands: int | None = None) -> None:
+    """Refuse rasters whose band counts differ from the ones the model was trained on."""
+    want = meta["inputs"]
+    for what, have, need in (("spectral", spectral_bands, want["spectral_bands"]),
+                             ("SAR", sar_bands, want["sar_bands"])):
+        if have != need:
+            raise BdgfError(f"the model was trained on a {what} raster of {need} bands, but this one has {have}; "
+                            f"give the {what} raster the model was trained on (or one with the same bands)")
+    if feature_bands is not None and want.get("feature_bands") not in (None, feature_bands):
+        raise BdgfError(f"the model was trained on {want['feature_bands']} diffusion feature channels, but the "
+                        f"feature raster has {feature_bands}; give the features of the model's diffusion model")
+
+
+def flat_index(meta_tensors: dict, name: str) -> np.ndarray:
+    return np.asarray(meta_tensors.get(name, np.empty(0)), np.int64)

@@ -1,0 +1,84 @@
+"""From rasters and ground truth to the labelled pixels a model trains and is tested on."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import BdgfError
+from .groundtruth import GroundTruth, load_ground_truth
+from .normalise import band_stats
+from .progress import Reporter
+from .raster import RasterSource
+from .sampling import Split, split_samples
+
+
+@dataclass
+class TrainingData:
+    spectral: RasterSource
+    sar: RasterSource
+    gt: GroundTruth
+    split: Split
+    spectral_stats: tuple[np.ndarray, np.ndarray]
+    sar_stats: tuple[np.ndarray, np.ndarray]
+
+    def codes(self) -> list[int]:
+        return [c.code for c in self.gt.classes]
+
+
+def open_inputs(spectral: str | os.PathLike, sar: str | os.PathLike, rep: Reporter) -> tuple[RasterSource, RasterSource]:
+    """The spectral raster defines the grid; the SAR is aligned onto it (resampled if needed)."""
+    spec = RasterSource(spectral, what="spectral raster")
+    if spec.bands < 2:
+        raise BdgfError(f"the spectral raster {spec.path.name} has {spec.bands} band; a spectral raster needs at "
+                        "least 2 bands (did you swap the spectral and SAR inputs?)")
+    sar_src = RasterSource(sar, spec.grid, what="SAR raster", log=rep.warning)
+    if sar_src.bands > spec.bands:
+        raise BdgfError(f"the spectral raster {spec.path.name} has {spec.bands} bands but the SAR raster "
+                        f"{sar_src.path.name} has {sar_src.bands}; did you swap the spectral and SAR inputs?")
+    return spec, sar_src
+
+
+def values_at(src: RasterSource, flat: np.ndarray, strip_rows: int = 256) -> np.ndarray:
+    """(N, C) values of ``src`` at flat pixel indices, read in strips of rows (bounded memory)."""
+    flat = np.asarray(flat, np.int64)
+    out = np.empty((flat.size, src.bands), np.float32)
+    rows, cols = np.divmod(flat, src.width)
+    for r0 in range(0, src.height, strip_rows):
+        sel = np.flatnonzero((rows >= r0) & (rows < r0 + strip_rows))
+        if sel.size == 0:
+            continue
+        r1 = min(src.height, r0 + strip_rows)
+        strip = src.read(r0, r1)
+        out[sel] = strip[:, rows[sel] - r0, cols[sel]].T
+    return out
+
+
+def prepare_training(spectral: str, sar: str, groundtruth: str, class_field: str, samples_per_class: int,
+                     split: str, seed: int, validation_share: float, block_size: int, rep: Reporter,
+                     layer: str | None = None) -> TrainingData:
+    spec, sar_src = open_inputs(spectral, sar, rep)
+    gt = load_ground_truth(groundtruth, spec.grid, class_field, layer)
+    rep.info(f"ground truth: {len(gt.classes)} classes, {int((gt.labels > 0).sum())} labelled pixels")
+    # Labelled pixels where an input is nodata cannot be used.
+    flat = np.flatnonzero(gt.labels.ravel() > 0)
+    ok = np.isfinite(values_at(spec, flat)).all(1) & np.isfinite(values_at(sar_src, flat)).all(1)
+    if not ok.any():
+        raise BdgfError("every labelled pixel is nodata in the spectral or SAR raster; check the inputs' nodata "
+                        "values and that they cover the ground truth")
+    if not ok.all():
+        rep.warning(f"{int((~ok).sum())} labelled pixels are nodata in an input and are left out")
+    valid = np.zeros(gt.labels.size, bool)
+    valid[flat[ok]] = True
+    sp = split_samples(gt, samples_per_class, split, seed, validation_share, block_size=block_size,
+                       valid=valid.reshape(gt.labels.shape))
+    for w in sp.warnings:
+        rep.warning(w)
+    label = "the paper's random pixel split (test pixels neighbour training pixels: accuracy is optimistic)" \
+        if split == "pixels" else f"a spatial split by {split}"
+    rep.info(f"split: {label}; seed {seed}; {sp.train.size} training, {sp.val.size} validation, "
+             f"{sp.test.size} test pixels")
+    s_stats = band_stats(lambda a, b: spec.read(a, b), spec.height, spec.width, "spectral raster", seed)
+    a_stats = band_stats(lambda a, b: sar_src.read(a, b), sar_src.height, sar_src.width, "SAR raster", seed)
+    return TrainingData(spec, sar_src, gt, sp, s_stats, a_stats)
