@@ -29,6 +29,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$SYS_PY" -m venv --system-site-packages "$VENV"
 fi
 
+# The checkout itself is on the venv's path: `python -m bdgf_core` works from any folder.
+site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+[ "$(cat "$site/bdgf.pth" 2>/dev/null)" = "$PWD" ] || echo "$PWD" > "$site/bdgf.pth"
+
 # Keep numpy exactly at the version Debian's GDAL/QGIS bindings were built against.
 sys_numpy=$("$SYS_PY" -c 'import numpy; print(numpy.__version__)')
 echo "numpy==$sys_numpy" > "$VENV/constraints.new"

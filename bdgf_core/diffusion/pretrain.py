@@ -1,0 +1,384 @@
+"""Pre-training of the BDGF diffusion model (paper Section III-A, Algorithm 1).
+
+``pretrain_ddpm`` draws random tiles covering the scene, noises them with ``forward.q_sample``
+(Gaussian noise on spectral bands, gamma speckle on SAR bands, adaptive modality masking driven by
+the training progress e = step / steps) and fits the U-Net with an L1 loss on the predicted noise,
+Adam. Runs are seeded: on CPU the same seed gives the same weights, and a run resumed from its
+checkpoint gives the same weights as one that was never interrupted.
+
+Input scaling belongs to the model (fitted on a subsample of the training scene, stored in it):
+spectral bands min-max scaled to [-1, 1] per band between robust percentiles (clipped); SAR bands
+divided by a per-band high percentile (positive values, so multiplicative speckle is meaningful).
+A SAR band whose 1st percentile is negative is taken to be in dB and converted to linear power
+first (10^(x/10)).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..errors import BdgfError, Cancelled
+from ..modelfile import load_model, read_meta, save_model
+from .forward import Schedule, apply_masks, linear_schedule, mask_probability, q_sample
+from .unet import UNet3D
+
+Progress = Callable[[float, str], None]
+
+_SAR_CLIP = 4.0  # scaled SAR above 4x its 99th percentile is clipped: a few bright targets
+_SAMPLE_PIXELS = 200_000  # pixels used to fit the scaling statistics
+
+
+@dataclass
+class DiffusionConfig:
+    """Hyper-parameters of the diffusion model; defaults follow the paper / SpectralDiff."""
+
+    T: int = 500
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    widths: tuple[int, ...] = (16, 32, 64, 128)
+    time_dim: int = 32
+    tile: int = 64
+    batch: int = 20
+    lr: float = 1e-4
+    steps: int = 30000
+    masking: bool = True  # "Masking Diff" (True) or "Concatenate Diff" (False)
+    speckle: bool = True  # gamma speckle on SAR (True) or Gaussian noise on SAR too (False)
+    speckle_scale: float = 1.0  # c: accumulated speckle variance = c (1 - alpha_bar_t)
+    mask_max: float = 1.0  # cap on the masking probability tanh(e); 1 = the paper's schedule
+    timesteps: tuple[int, ...] = (5, 10, 50, 100, 200, 400)  # 1-based t of the features
+    feature_channels: int = 64  # PCA-whitened output channels; 0 = raw pooled channels
+    fit_tiles: int = 16  # tiles sampled to fit the feature projection
+    fit_pixels: int = 20000  # pixels sampled (over those tiles) to fit it
+    checkpoint_every: int = 200
+    seed: int = 0
+    profile: str = "paper"
+
+    @classmethod
+    def from_profile(cls, name: str = "paper", **overrides: Any) -> "DiffusionConfig":
+        """'paper': the paper's settings; 'quick': a small model for CPU trials and smoke runs."""
+        presets = {
+            "paper": {},
+            "quick": dict(widths=(8, 16, 32, 32), tile=32, batch=8, lr=1e-3, steps=300,
+                          feature_channels=32, fit_tiles=8, fit_pixels=5000),
+        }
+        if name not in presets:
+            raise BdgfError(f"unknown diffusion profile {name!r}; choose one of {sorted(presets)}")
+        return cls(**{**presets[name], "profile": name, **overrides})
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["widths"], d["timesteps"] = list(self.widths), list(self.timesteps)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DiffusionConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        for k in ("widths", "timesteps"):
+            if k in d:
+                d[k] = tuple(int(v) for v in d[k])
+        return cls(**d)
+
+    def validate(self) -> None:
+        if self.T < 1 or not 0 < self.beta_start <= self.beta_end < 1:
+            raise BdgfError("diffusion schedule needs T >= 1 and 0 < beta_start <= beta_end < 1")
+        if any(not 1 <= t <= self.T for t in self.timesteps):
+            raise BdgfError(f"feature timesteps must lie in 1..{self.T}, got {list(self.timesteps)}")
+        if self.tile < 4 or self.batch < 1 or self.steps < 0 or self.lr <= 0:
+            raise BdgfError("diffusion training needs tile >= 4, batch >= 1, steps >= 0 and lr > 0")
+
+
+def padded_bands(n: int, multiple: int) -> int:
+    """Merged band count padded up to a multiple of ``multiple`` (zero bands), at least one multiple."""
+    return max(multiple, -(-n // multiple) * multiple)
+
+
+class DiffusionModel:
+    """The trained U-Net with its config, input scaling statistics and feature projection."""
+
+    def __init__(self, config: DiffusionConfig, n_spectral: int, n_sar: int, scaling: dict,
+                 net: UNet3D | None = None, projection: dict[str, np.ndarray] | None = None,
+                 model_id: str | None = None) -> None:
+        self.config = config
+        self.n_spectral = int(n_spectral)
+        self.n_sar = int(n_sar)
+        self.scaling = {k: np.asarray(v, dtype=np.float64) for k, v in scaling.items()}
+        self.net = net if net is not None else UNet3D(config.widths, config.time_dim)
+        self.projection = projection  # {"mean", "std", "components"} or None
+        self.model_id = model_id or uuid.uuid4().hex
+        self.meta_extra: dict = {}  # run information the caller records in the model file
+        self.schedule: Schedule = linear_schedule(config.T, config.beta_start, config.beta_end)
+
+    @property
+    def n_bands(self) -> int:
+        return self.n_sar + self.n_spectral
+
+    @property
+    def n_padded(self) -> int:
+        return padded_bands(self.n_bands, self.net.band_multiple)
+
+    # -- input scaling ------------------------------------------------------------------------
+    def scale(self, spectral: np.ndarray, sar: np.ndarray) -> np.ndarray:
+        """Raw (Bs, h, w) spectral and (Ba, h, w) SAR -> merged (Ba + Bs, h, w) float32, SAR first (eq. 8)."""
+        spectral = np.asarray(spectral, dtype=np.float32)
+        sar = np.asarray(sar, dtype=np.float32)
+        if spectral.shape[0] != self.n_spectral or sar.shape[0] != self.n_sar:
+            raise BdgfError(f"the diffusion model was trained on {self.n_spectral} spectral and {self.n_sar} "
+                            f"SAR bands, got {spectral.shape[0]} and {sar.shape[0]}; give the same sensors")
+        lo = self.scaling["spe_lo"][:, None, None]
+        hi = self.scaling["spe_hi"][:, None, None]
+        spe = np.clip(2.0 * (spectral - lo) / (hi - lo) - 1.0, -1.0, 1.0)
+        sa = np.empty(sar.shape, dtype=np.float32)
+        with np.errstate(all="ignore"):
+            for b in range(self.n_sar):
+                lin = 10.0 ** (sar[b] / 10.0) if self.scaling["sar_db"][b] > 0 else sar[b]  # dB -> power
+                sa[b] = np.clip(lin / self.scaling["sar_scale"][b], 0.0, _SAR_CLIP)
+        out = np.concatenate([sa, spe]).astype(np.float32)
+        return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)  # nodata -> 0
+
+    def net_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Merged (N, C, h, w) -> network input (N, 1, S, h, w) with zero padding bands."""
+        pad = self.n_padded - x.shape[1]
+        return torch.nn.functional.pad(x, (0, 0, 0, 0, 0, pad))[:, None]
+
+    # -- features description -------------------------------------------------------------------
+    @property
+    def raw_feature_channels(self) -> int:
+        return len(self.config.timesteps) * sum(self.net.feature_channels)
+
+    @property
+    def output_channels(self) -> int:
+        return self.raw_feature_channels if self.projection is None else int(self.projection["components"].shape[1])
+
+    def feature_info(self) -> dict:
+        """What extract_features writes: channel count and meaning (stored in model metadata)."""
+        raw = (f"spectral-axis mean of the decoder concatenations (channels {self.net.feature_channels}, "
+               f"deepest first) at t = {list(self.config.timesteps)}, timestep-major")
+        if self.projection is None:
+            return {"channels": self.output_channels, "raw_channels": self.raw_feature_channels,
+                    "timesteps": list(self.config.timesteps), "layers": self.net.feature_channels,
+                    "meaning": raw}
+        return {"channels": self.output_channels, "raw_channels": self.raw_feature_channels,
+                "timesteps": list(self.config.timesteps), "layers": self.net.feature_channels,
+                "meaning": f"PCA-whitened principal components (largest variance first) of the standardised {raw}"}
+
+    # -- files ------------------------------------------------------------------------------------
+    def _meta(self) -> dict:
+        return {"profile": self.config.profile, "model_id": self.model_id, "n_spectral": self.n_spectral,
+                "n_sar": self.n_sar, "n_bands_padded": self.n_padded, "band_order": "sar,spectral",
+                "config": self.config.to_dict(),
+                "scaling": {k: v.tolist() for k, v in self.scaling.items()},
+                "features": self.feature_info(), **self.meta_extra}
+
+    def _tensors(self) -> dict[str, Any]:
+        tensors: dict[str, Any] = {f"net.{k}": v for k, v in self.net.state_dict().items()}
+        if self.projection is not None:
+            tensors.update({f"projection.{k}": v for k, v in self.projection.items()})
+        return tensors
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model file (safetensors + JSON metadata, kind 'diffusion'), atomically."""
+        return save_model(path, "diffusion", self._tensors(), self._meta())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "cpu") -> "DiffusionModel":
+        tensors, meta = load_model(path, "diffusion")
+        if "checkpoint" in meta:
+            raise BdgfError(f"{Path(path).name} is a training checkpoint, not a finished diffusion model; "
+                            "resume the pre-training with it or give the model file it wrote")
+        return cls._from_parts(tensors, meta, device)
+
+    @classmethod
+    def _from_parts(cls, tensors: dict[str, np.ndarray], meta: dict, device: str) -> "DiffusionModel":
+        try:
+            config = DiffusionConfig.from_dict(meta["config"])
+            net = UNet3D(config.widths, config.time_dim)
+            state = {k[4:]: torch.from_numpy(np.array(v)) for k, v in tensors.items() if k.startswith("net.")}
+            net.load_state_dict(state)
+            proj = {k[11:]: np.array(v) for k, v in tensors.items() if k.startswith("projection.")} or None
+            model = cls(config, meta["n_spectral"], meta["n_sar"], meta["scaling"], net, proj, meta["model_id"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+            raise BdgfError(f"the diffusion model file is inconsistent ({exc}); train it again") from None
+        model.net.to(device)
+        return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Scaling statistics
+
+def fit_scaling(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """Per-band robust statistics from a random subsample of valid pixels."""
+    rows, cols = np.nonzero(valid)
+    if rows.size == 0:
+        raise BdgfError("the scene has no valid pixel (all nodata); give a scene with data")
+    rng = np.random.default_rng(seed)
+    if rows.size > _SAMPLE_PIXELS:
+        pick = rng.choice(rows.size, _SAMPLE_PIXELS, replace=False)
+        rows, cols = rows[pick], cols[pick]
+    with np.errstate(all="ignore"):
+        spe = spectral[:, rows, cols].astype(np.float64)
+        lo = np.nanpercentile(spe, 0.5, axis=1) if spe.size else np.zeros(0)
+        hi = np.nanpercentile(spe, 99.5, axis=1) if spe.size else np.zeros(0)
+        sa = sar[:, rows, cols].astype(np.float64)
+        db = (np.nanpercentile(sa, 1.0, axis=1) < 0) if sa.size else np.zeros(0, bool)
+        lin = np.where(db[:, None], 10.0 ** (sa / 10.0), sa)
+        scale = np.nanpercentile(lin, 99.0, axis=1) if sa.size else np.zeros(0)
+    lo, hi = np.nan_to_num(lo), np.nan_to_num(hi)
+    hi = np.where(hi - lo > 1e-12, hi, lo + 1.0)  # constant band: any range works
+    scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+    return {"spe_lo": lo, "spe_hi": hi, "sar_scale": scale, "sar_db": db.astype(np.float64)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+def _tile_positions(valid: np.ndarray, tile: int) -> np.ndarray:
+    """Top-left corners of tiles that are mostly valid (more than half; else any valid pixel)."""
+    ii = np.pad(valid.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    counts = ii[tile:, tile:] - ii[:-tile, tile:] - ii[tile:, :-tile] + ii[:-tile, :-tile]
+    for need in (tile * tile // 2 + 1, 1):
+        r, c = np.nonzero(counts >= need)
+        if r.size:
+            return np.stack([r, c], 1)
+    raise BdgfError("the scene has no valid pixel (all nodata); give a scene with data")
+
+
+def _checkpoint_tensors(model: DiffusionModel, opt: torch.optim.Optimizer, gen: torch.Generator) -> dict:
+    tensors = model._tensors()
+    for i, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            tensors[f"opt.{i}.{k}"] = torch.as_tensor(v).reshape(-1) if torch.as_tensor(v).dim() == 0 else v
+    tensors["rng"] = gen.get_state()
+    return tensors
+
+
+def _fingerprint(config: DiffusionConfig, model: DiffusionModel) -> str:
+    cfg = config.to_dict()
+    cfg.pop("checkpoint_every")
+    return json.dumps({"config": cfg, "n": [model.n_spectral, model.n_sar],
+                       "scaling": {k: v.tolist() for k, v in model.scaling.items()}}, sort_keys=True)
+
+
+def _save_checkpoint(path: str, model: DiffusionModel, opt: torch.optim.Optimizer, gen: torch.Generator,
+                     step: int) -> None:
+    meta = model._meta()
+    meta["checkpoint"] = {"step": step, "fingerprint": _fingerprint(model.config, model)}
+    save_model(path, "diffusion", _checkpoint_tensors(model, opt, gen), meta)
+
+
+def _load_checkpoint(path: str, model: DiffusionModel, opt: torch.optim.Optimizer, gen: torch.Generator) -> int:
+    meta = read_meta(path)
+    ck = meta.get("checkpoint")
+    if ck is None or ck.get("fingerprint") != _fingerprint(model.config, model):
+        raise BdgfError(f"the checkpoint {Path(path).name} belongs to another scene or other settings; "
+                        "delete it or give another checkpoint path")
+    tensors, _ = load_model(path, "diffusion")
+    model.net.load_state_dict({k[4:]: torch.from_numpy(np.array(v)) for k, v in tensors.items()
+                               if k.startswith("net.")})
+    ref = opt.state_dict()
+    state: dict[int, dict] = {}
+    for name, v in tensors.items():
+        if name.startswith("opt."):
+            _, i, k = name.split(".", 2)
+            t = torch.from_numpy(np.array(v))
+            state.setdefault(int(i), {})[k] = t.reshape(()) if k == "step" else t
+    opt.load_state_dict({"state": state, "param_groups": ref["param_groups"]})
+    gen.set_state(torch.from_numpy(np.array(tensors["rng"])))
+    return int(ck["step"])
+
+
+def pretrain_ddpm(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray | None = None,
+                  config: DiffusionConfig | None = None, device: str = "cpu",
+                  progress: Progress | None = None, cancelled: Callable[[], bool] | None = None,
+                  checkpoint: str | None = None) -> DiffusionModel:
+    """Pre-train the diffusion model on one scene; see the module docstring.
+
+    spectral (Bs, H, W) and sar (Ba, H, W) are raw float32 on the same grid; valid (H, W) marks
+    pixels with data (None: all finite pixels). ``checkpoint``: a file written every
+    ``config.checkpoint_every`` steps and when cancelled; if it exists the run resumes from it.
+    Ends by fitting the feature projection (when ``config.feature_channels`` > 0). The
+    checkpoint is left in place (resuming from it at step == steps just refits the projection);
+    the caller deletes it once the model is saved. Mixed precision (bf16, else fp16 with loss
+    scaling) only on CUDA; the GradScaler state is not checkpointed (CPU runs are the exact ones).
+    """
+    config = config or DiffusionConfig()
+    config.validate()
+    spectral = np.asarray(spectral, dtype=np.float32)
+    sar = np.asarray(sar, dtype=np.float32)
+    if spectral.ndim != 3 or sar.ndim != 3 or spectral.shape[1:] != sar.shape[1:]:
+        raise BdgfError(f"spectral {spectral.shape} and SAR {sar.shape} must be (bands, H, W) on the same grid")
+    H, W = spectral.shape[1:]
+    finite = np.isfinite(spectral).all(0) & np.isfinite(sar).all(0)
+    valid = finite if valid is None else (np.asarray(valid, bool) & finite)
+    with torch.random.fork_rng(devices=[]):  # seeded weight initialisation, caller's RNG untouched
+        torch.manual_seed(config.seed)
+        model = DiffusionModel(config, spectral.shape[0], sar.shape[0],
+                               fit_scaling(spectral, sar, valid, config.seed))
+    scene = model.scale(spectral, sar)
+    # Small scenes: pad (reflect) up to one tile; padded pixels take no part in the loss.
+    ph, pw = max(0, config.tile - H), max(0, config.tile - W)
+    if ph or pw:
+        scene = np.pad(scene, ((0, 0), (0, ph), (0, pw)), mode="symmetric")
+        valid = np.pad(valid, ((0, ph), (0, pw)))
+    positions = torch.from_numpy(_tile_positions(valid, config.tile))
+    scene_t, valid_t = torch.from_numpy(scene), torch.from_numpy(valid)
+
+    net = model.net.to(device)
+    net.train()
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    gen = torch.Generator(device=device).manual_seed(config.seed)
+    cuda = str(device).startswith("cuda")
+    amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda and amp_dtype == torch.float16)
+    step = 0
+    if checkpoint and Path(checkpoint).is_file():
+        step = _load_checkpoint(checkpoint, model, opt, gen)
+    C, n_sar, n_spe, tile = model.n_bands, model.n_sar, model.n_spectral, config.tile
+    speckle_c = config.speckle_scale if config.speckle else None
+
+    while step < config.steps:
+        if cancelled is not None and cancelled():
+            if checkpoint:
+                _save_checkpoint(checkpoint, model, opt, gen, step)
+            raise Cancelled()
+        pick = torch.randint(len(positions), (config.batch,), generator=gen, device=device).cpu()
+        x0 = torch.stack([scene_t[:, r:r + tile, c:c + tile] for r, c in positions[pick].tolist()]).to(device)
+        w = torch.stack([valid_t[r:r + tile, c:c + tile] for r, c in positions[pick].tolist()])
+        w = w[:, None].to(device=device, dtype=torch.float32)
+        t = torch.randint(1, config.T + 1, (config.batch,), generator=gen, device=device)  # Alg. 1: sample t
+        if config.masking:
+            p = mask_probability(step / max(config.steps, 1), config.mask_max)  # eq. 7, e = step / steps
+            x0 = apply_masks(x0, n_sar, n_spe, p, gen)  # Alg. 1: M_s M_r on spectral only
+        x_t, target = q_sample(x0, t, n_sar, model.schedule, speckle_c, generator=gen)  # eq. 8
+        with torch.autocast("cuda", dtype=amp_dtype, enabled=cuda):
+            pred = net(model.net_input(x_t), t)[:, 0, :C]
+        err = (pred.float() - target).abs() * w  # L1 on the predicted noise, valid pixels only
+        loss = err.sum() / (w.sum() * C).clamp_min(1.0)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        step += 1
+        if progress is not None:
+            progress(step / max(config.steps, 1), f"diffusion step {step}/{config.steps} loss {loss.item():.4f}")
+        if checkpoint and config.checkpoint_every > 0 and step % config.checkpoint_every == 0 and step < config.steps:
+            _save_checkpoint(checkpoint, model, opt, gen, step)
+
+    net.eval()
+    if config.feature_channels > 0:
+        from .features import fit_projection
+
+        def read_window(r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
+            return spectral[:, r0:r1, c0:c1], sar[:, r0:r1, c0:c1]
+
+        fit_projection(model, read_window, H, W, valid=valid[:H, :W], device=device,
+                       progress=progress, cancelled=cancelled)
+    return model

@@ -1,0 +1,117 @@
+"""Denoising 3-D U-Net after SpectralDiff (see NOTES.md, "SpectralDiff's diffusion module").
+
+Input (N, 1, S, h, w), S = merged band count padded to a multiple of 2**levels (8 with the
+default widths). Each encoder level: conv3d 3x3x3 + BatchNorm + ReLU, plus a time embedding added
+per channel, then a conv3d (4,5,5)/(2,1,1)/(1,2,2) that halves the spectral axis only and widens
+the channels. The decoder mirrors it with transposed convs and skip concatenation; a 1x1x1 conv
+gives the noise estimate. The decoder's concatenations (upsampled + skip) are the diffusion
+features: with widths (16, 32, 64, 128) they have 32, 64, 128 channels at S, S/2, S/4 bands.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Transformer-style sinusoidal embedding of the 1-based timesteps t (N,) -> (N, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / max(half, 1))
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([args.sin(), args.cos()], dim=1)
+    return nn.functional.pad(emb, (0, dim - emb.shape[1]))  # odd dim: one zero column
+
+
+class Block(nn.Module):
+    """conv3d 3x3x3 + BatchNorm + ReLU, then the time embedding added per channel."""
+
+    def __init__(self, c_in: int, c_out: int, time_dim: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(c_in, c_out, 3, padding=1)
+        self.bn = nn.BatchNorm3d(c_out)
+        self.time = nn.Sequential(nn.Linear(time_dim, c_out), nn.ReLU())
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn(self.conv(x)))
+        return h + self.time(emb)[:, :, None, None, None]
+
+
+class UNet3D(nn.Module):
+    """SpectralDiff-style spectral U-Net; ``widths`` = (first width, ..., bottleneck width)."""
+
+    def __init__(self, widths: Sequence[int] = (16, 32, 64, 128), time_dim: int = 32) -> None:
+        super().__init__()
+        widths = tuple(int(w) for w in widths)
+        if len(widths) < 2:
+            raise ValueError("widths needs at least two entries (one downsampling)")
+        self.widths = widths
+        self.levels = len(widths) - 1
+        self.time_mlp = nn.Sequential(nn.Linear(time_dim, time_dim), nn.ReLU())
+        self.time_dim = time_dim
+        self.conv_in = nn.Conv3d(1, widths[0], 3, padding=1)
+        self.down_blocks = nn.ModuleList(Block(widths[i], widths[i], time_dim) for i in range(self.levels))
+        self.downs = nn.ModuleList(
+            nn.Conv3d(widths[i], widths[i + 1], (4, 5, 5), stride=(2, 1, 1), padding=(1, 2, 2))
+            for i in range(self.levels))
+        self.mid = Block(widths[-1], widths[-1], time_dim)
+        rev = range(self.levels - 1, -1, -1)
+        self.ups = nn.ModuleList(
+            nn.ConvTranspose3d(widths[i + 1], widths[i], (4, 5, 5), stride=(2, 1, 1), padding=(1, 2, 2))
+            for i in rev)
+        self.up_blocks = nn.ModuleList(Block(2 * widths[i], widths[i], time_dim) for i in rev)
+        self.conv_out = nn.Conv3d(widths[0], 1, 1)
+
+    @property
+    def band_multiple(self) -> int:
+        """The spectral size S must be a multiple of this (one halving per level)."""
+        return 2 ** self.levels
+
+    @property
+    def feature_channels(self) -> list[int]:
+        """Channels of each decoder feature, deepest first (the order they are produced)."""
+        return [2 * self.widths[i] for i in range(self.levels - 1, -1, -1)]
+
+    @property
+    def receptive_radius(self) -> int:
+        """Spatial radius (pixels) on which the last decoder feature depends.
+
+        conv_in 1, per level block 1 + down 2, mid 1, per level up 2 + block 1 except the
+        last block (the features are taken before it).
+        """
+        return 1 + 3 * self.levels + 1 + 3 * self.levels - 1
+
+    def _run(self, x: torch.Tensor, t: torch.Tensor, want_output: bool
+             ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        if x.dim() != 5 or x.shape[1] != 1:
+            raise ValueError(f"expected (N, 1, S, h, w), got {tuple(x.shape)}")
+        if x.shape[2] % self.band_multiple:
+            raise ValueError(f"spectral size {x.shape[2]} is not a multiple of {self.band_multiple}")
+        emb = self.time_mlp(sinusoidal_embedding(t.to(x.device), self.time_dim))
+        h = self.conv_in(x)
+        skips = []
+        for block, down in zip(self.down_blocks, self.downs):
+            h = block(h, emb)
+            skips.append(h)
+            h = down(h)
+        h = self.mid(h, emb)
+        feats = []
+        for k, (up, block) in enumerate(zip(self.ups, self.up_blocks)):
+            h = torch.cat([up(h), skips.pop()], dim=1)
+            feats.append(h)
+            if k == self.levels - 1 and not want_output:
+                return None, feats  # the last block and conv_out do not feed any feature
+            h = block(h, emb)
+        return self.conv_out(h), feats
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, return_features: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Noise estimate (N, 1, S, h, w); with return_features also the decoder concatenations."""
+        out, feats = self._run(x, t, True)
+        return (out, feats) if return_features else out
+
+    def decoder_features(self, x: torch.Tensor, t: torch.Tensor) -> list[torch.Tensor]:
+        """The decoder's concatenated (upsampled + skip) tensors, deepest first: (N, C_k, S_k, h, w)."""
+        return self._run(x, t, False)[1]

@@ -1,0 +1,149 @@
+"""BDGF multi-branch classifier (Section III-B/C): CNN, transformer and Mamba branches guided by
+diffusion features, fused by one head and trained with mutual learning (eqs. 11-29).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping, Optional
+
+import torch
+from torch import Tensor, nn
+
+from .cnn import CNNBranch
+from .mamba import MambaBranch
+from .mutual import MutualLearning
+from .transformer import TransformerBranch
+
+BRANCHES = ("cnn", "trans", "mamba")
+
+
+@dataclass
+class BDGFConfig:
+    """Network and training settings; the defaults are the paper's where it gives them.
+
+    Table II ablations: ``use_*`` switch branches (at least one on), ``guide_*`` switch the
+    diffusion guidance of each branch, ``mutual`` the mutual learning loss. The validation share
+    is chosen by the caller (it passes the validation pixels to ``fit_bdgf``).
+    """
+
+    patch: int = 9  # paper: patch size 9 (any odd size >= 1 works, 1 = pixel only)
+    embed: int = 64  # paper: embedding dimension 64
+    use_cnn: bool = True
+    use_transformer: bool = True
+    use_mamba: bool = True
+    guide_cnn: bool = True
+    guide_transformer: bool = True
+    guide_mamba: bool = True
+    mutual: bool = True
+    tokens: int = 4  # tokens per modality from eq. 13 (not given in the paper)
+    d_state: int = 16  # Mamba defaults
+    d_conv: int = 4
+    expand: int = 2
+    branch_ce_weight: float = 0.0  # not in the paper (eq. 29 has CE on the fused head only)
+    lr: float = 4e-4  # paper: Adam, 4e-4
+    weight_decay: float = 0.0
+    milestones: tuple[int, ...] = (50, 75)  # MultiStepLR epochs (not given in the paper)
+    gamma: float = 0.5  # paper: MultiStepLR decay 0.5
+    epochs: int = 100
+    batch_size: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.patch < 1 or self.patch % 2 == 0:
+            raise ValueError(f"patch size must be odd and positive, got {self.patch}")
+        if not (self.use_cnn or self.use_transformer or self.use_mamba):
+            raise ValueError("at least one of the CNN, transformer and Mamba branches must be on")
+        self.milestones = tuple(int(m) for m in self.milestones)
+
+    @property
+    def branches(self) -> tuple[str, ...]:
+        on = (self.use_cnn, self.use_transformer, self.use_mamba)
+        return tuple(b for b, o in zip(BRANCHES, on) if o)
+
+    @property
+    def needs_features(self) -> bool:
+        """True when some enabled branch reads the diffusion features."""
+        return ((self.use_cnn and self.guide_cnn) or (self.use_transformer and self.guide_transformer)
+                or (self.use_mamba and self.guide_mamba))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "BDGFConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class BDGFOutput:
+    """logits: fused head (N, C); branch_logits / branch_features: name -> (N, C) / (N, embed)."""
+
+    logits: Tensor
+    branch_logits: dict[str, Tensor] = field(default_factory=dict)
+    branch_features: dict[str, Tensor] = field(default_factory=dict)
+
+
+class BDGFNet(nn.Module):
+    """The BDGF classifier of one pixel from its patches.
+
+    forward(spec (N, Bs, p, p), sar (N, Ba, p, p), dif (N, F, p, p) or None) -> BDGFOutput.
+    ``dif`` may be None (and ``feature_channels`` 0) only when no enabled branch is guided.
+
+    The Mamba branch uses the CNN branch's f_cnn (eq. 24) only when both are on; with the CNN
+    branch off, its group attention has the spectral (and diffusion) members only.
+    """
+
+    def __init__(self, spectral_bands: int, sar_bands: int, feature_channels: int, n_classes: int,
+                 config: Optional[BDGFConfig] = None) -> None:
+        super().__init__()
+        cfg = config or BDGFConfig()
+        if cfg.needs_features and feature_channels < 1:
+            raise ValueError("diffusion guidance is on but feature_channels is 0; give diffusion features "
+                             "or switch the guidance off")
+        if spectral_bands < 1 or sar_bands < 1 or n_classes < 2:
+            raise ValueError("need at least 1 spectral band, 1 SAR band and 2 classes")
+        self.config = cfg
+        self.spectral_bands, self.sar_bands = spectral_bands, sar_bands
+        self.feature_channels, self.n_classes = feature_channels, n_classes
+        e, p = cfg.embed, cfg.patch
+        self.cnn = CNNBranch(spectral_bands, sar_bands, feature_channels, e, cfg.guide_cnn) if cfg.use_cnn else None
+        self.trans = (TransformerBranch(spectral_bands, sar_bands, feature_channels, p, e, cfg.tokens,
+                                        cfg.guide_transformer) if cfg.use_transformer else None)
+        self.mamba = (MambaBranch(spectral_bands, sar_bands, feature_channels, p, e, cfg.guide_mamba, cfg.use_cnn,
+                                  cfg.d_state, cfg.d_conv, cfg.expand) if cfg.use_mamba else None)
+        self.heads = nn.ModuleDict({b: nn.Linear(e, n_classes) for b in cfg.branches})  # z per branch (26)
+        self.fused_head = nn.Linear(e * len(cfg.branches), n_classes)  # eq. 29: z_total = FC(f_trans, f_cnn, f_mamba)
+        self.mutual = MutualLearning(cfg.branches, cfg.mutual, cfg.branch_ce_weight)
+
+    def forward(self, spec: Tensor, sar: Tensor, dif: Optional[Tensor] = None) -> BDGFOutput:
+        feats: dict[str, Tensor] = {}
+        cnn_map = None
+        if self.cnn is not None:
+            cnn_map, feats["cnn"] = self.cnn(spec, sar, dif)  # eqs. 11-12
+        if self.trans is not None:
+            feats["trans"] = self.trans(spec, sar, dif)  # eqs. 13-19
+        if self.mamba is not None:
+            feats["mamba"] = self.mamba(spec, sar, dif, cnn_map)[1]  # eqs. 20-24
+        logits = {b: self.heads[b](f) for b, f in feats.items()}
+        # Concatenation order of eq. 29: (f_trans, f_cnn, f_mamba), skipping branches that are off.
+        order = [b for b in ("trans", "cnn", "mamba") if b in feats]
+        fused = self.fused_head(torch.cat([feats[b] for b in order], dim=-1))
+        return BDGFOutput(fused, logits, feats)
+
+    def loss(self, out: BDGFOutput, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """Eq. 29: CE of the fused head plus the pairwise tempered KL terms (CE only without mutual)."""
+        return self.mutual(out.logits, out.branch_logits, out.branch_features, labels)
+
+    def meta(self) -> dict[str, Any]:
+        """JSON-able constructor arguments, to rebuild the net before load_state_dict."""
+        return {"spectral_bands": self.spectral_bands, "sar_bands": self.sar_bands,
+                "feature_channels": self.feature_channels, "n_classes": self.n_classes,
+                "config": self.config.to_dict()}
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> "BDGFNet":
+        return cls(meta["spectral_bands"], meta["sar_bands"], meta["feature_channels"], meta["n_classes"],
+                   BDGFConfig.from_dict(meta["config"]))

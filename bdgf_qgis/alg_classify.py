@@ -1,0 +1,91 @@
+"""Classify raster: apply a trained model (BDGF or random-forest baseline) to a whole scene."""
+from __future__ import annotations
+
+from qgis.core import (
+    QgsProcessingOutputFile,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+)
+
+from .algorithm import RASTER_EXTENSIONS, BdgfAlgorithm, add_inputs, plain
+
+
+class ClassifyAlgorithm(BdgfAlgorithm):
+    NAME = "classify"
+    DISPLAY_NAME = "Classify raster"
+    GROUP = "Classification"
+    GROUP_ID = "classification"
+    INTRO = ("Applies a model written by 'Train BDGF' or 'Train random-forest baseline' to the whole "
+             "scene, block by block within a memory budget, and writes a class map (GeoTIFF, one "
+             "byte per pixel, on the grid of the hyperspectral raster) with a style file beside it "
+             "so that QGIS shows class names and colours. Optionally writes the confidence (highest "
+             "class probability) and the entropy of the class probabilities.")
+    POSITIVE = ("MEMORY_MB",)
+
+    MODEL = "MODEL"
+    SPECTRAL = "SPECTRAL"
+    SAR = "SAR"
+    FEATURES = "FEATURES"
+    DIFFUSION_MODEL = "DIFFUSION_MODEL"
+    OUTPUT = "OUTPUT"
+    CONFIDENCE = "CONFIDENCE"
+    ENTROPY = "ENTROPY"
+    MEMORY_MB = "MEMORY_MB"
+    DEVICE = "DEVICE"
+
+    def initAlgorithm(self, config=None):
+        self.add(QgsProcessingParameterFile(self.MODEL, "Model file", extension="bdgf"),
+                 "A .bdgf model file written by 'Train BDGF' or 'Train random-forest baseline'. It "
+                 "carries its classes, band count and scaling; the rasters are checked against it.")
+        add_inputs(self, spectral=True, sar=True, features=True, features_optional=True)
+        self.add(QgsProcessingParameterFile(self.DIFFUSION_MODEL, "Diffusion model file", extension="bdgf",
+                                            optional=True),
+                 "The diffusion model of 'Pretrain DDPM' (its MODEL output), used to compute the "
+                 "diffusion features on the fly when a BDGF model is given without a features "
+                 "raster. Optional; not needed by the random-forest baseline.")
+        self.add(QgsProcessingParameterRasterDestination(self.OUTPUT, "Class map"),
+                 "The class map to write (GeoTIFF, .tif). A .qml style is written beside it.")
+        self.add(QgsProcessingParameterRasterDestination(self.CONFIDENCE, "Confidence", optional=True,
+                                                         createByDefault=False),
+                 "Optional GeoTIFF of the highest class probability per pixel, 0..1.")
+        self.add(QgsProcessingParameterRasterDestination(self.ENTROPY, "Entropy", optional=True,
+                                                         createByDefault=False),
+                 "Optional GeoTIFF of the entropy of the class probabilities per pixel (0 = certain).")
+        self.add(QgsProcessingParameterNumber(self.MEMORY_MB, "Memory budget (MB)",
+                                              QgsProcessingParameterNumber.Integer, 1024, minValue=64,
+                                              maxValue=1048576),
+                 "Memory the prediction may use, 64 to 1048576 MB; default 1024. The scene is read "
+                 "and written in blocks sized from it; lower it if the system runs out of memory.",
+                 advanced=True)
+        self.add_device()
+        self.add_output_help(QgsProcessingOutputFile("STYLE", "Style file"),
+                             "the .qml style written beside the class map")
+
+    def processAlgorithm(self, parameters, context, feedback):
+        out = self.output_path(parameters, self.OUTPUT, context, RASTER_EXTENSIONS)
+        confidence = self.output_path(parameters, self.CONFIDENCE, context, RASTER_EXTENSIONS)
+        entropy = self.output_path(parameters, self.ENTROPY, context, RASTER_EXTENSIONS)
+        args = ["--model", self.file_path(parameters, self.MODEL, context),
+                "--spectral", self.raster_path(parameters, self.SPECTRAL, context),
+                "--sar", self.raster_path(parameters, self.SAR, context)]
+        features = self.raster_path(parameters, self.FEATURES, context, optional=True)
+        if features:
+            args += ["--features", features]
+        diffusion = self.file_path(parameters, self.DIFFUSION_MODEL, context)
+        if diffusion:
+            args += ["--diffusion-model", diffusion]
+        args += ["--out", out]
+        if confidence:
+            args += ["--confidence", confidence]
+        if entropy:
+            args += ["--entropy", entropy]
+        args += ["--memory-mb", self.parameterAsInt(parameters, self.MEMORY_MB, context),
+                 "--device", self.device(parameters, context)]
+        res = self.run_runtime("classify", args, feedback, outputs=[out, confidence, entropy])
+        return {
+            self.OUTPUT: plain(res.get("map", out)),
+            self.CONFIDENCE: plain(res.get("confidence", confidence)),
+            self.ENTROPY: plain(res.get("entropy", entropy)),
+            "STYLE": plain(res.get("style")),
+        }

@@ -1,0 +1,120 @@
+"""Pretrain DDPM: self-supervised diffusion pretraining and extraction of the diffusion features."""
+from __future__ import annotations
+
+from qgis.core import (
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterString,
+)
+
+from .algorithm import MODEL_FILTER, RASTER_EXTENSIONS, BdgfAlgorithm, add_inputs, plain
+
+PROFILES = ("paper", "fast")
+DEFAULT_TIMESTEPS = "5,10,50,100,200,400"
+MAX_TIMESTEP = 1000
+
+
+def parse_timesteps(text: str):
+    """'5,10,50' -> [5, 10, 50]; raises ValueError on anything else."""
+    values = [int(t) for t in str(text).replace(" ", "").split(",") if t != ""]
+    if not values:
+        raise ValueError("no timestep given")
+    if any(v <= 0 or v > MAX_TIMESTEP for v in values):
+        raise ValueError("timesteps must be integers in 1..1000")
+    return values
+
+
+class PretrainAlgorithm(BdgfAlgorithm):
+    NAME = "pretrain"
+    DISPLAY_NAME = "Pretrain DDPM"
+    GROUP = "Training"
+    GROUP_ID = "training"
+    INTRO = ("Trains the diffusion model (a denoising diffusion probabilistic model, DDPM) on the "
+             "hyperspectral and SAR rasters without labels, on tiles covering the whole scene, then "
+             "writes the model and the diffusion features (decoder activations at the chosen "
+             "timesteps) as a raster on the scene's grid, input of 'Train BDGF' and 'Classify "
+             "raster'. Long on a CPU: the 'fast' profile or fewer steps give a quick first run; a "
+             "GPU (DEVICE) helps most.")
+    POSITIVE = ("STEPS", "BATCH_SIZE", "TILE_SIZE")
+
+    SPECTRAL = "SPECTRAL"
+    SAR = "SAR"
+    STEPS = "STEPS"
+    BATCH_SIZE = "BATCH_SIZE"
+    TILE_SIZE = "TILE_SIZE"
+    TIMESTEPS = "TIMESTEPS"
+    MASKING = "MASKING"
+    SPECKLE = "SPECKLE"
+    PROFILE = "PROFILE"
+    DEVICE = "DEVICE"
+    SEED = "SEED"
+    MODEL = "MODEL"
+    FEATURES = "FEATURES"
+
+    def initAlgorithm(self, config=None):
+        add_inputs(self, spectral=True, sar=True)
+        self.add(QgsProcessingParameterNumber(self.STEPS, "Training steps", QgsProcessingParameterNumber.Integer,
+                                              3000, minValue=1, maxValue=10000000),
+                 "Optimisation steps (one batch of tiles each), 1 upwards; default 3000. A few hundred "
+                 "give usable features on the demo scene; the paper trains far longer.")
+        self.add(QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size", QgsProcessingParameterNumber.Integer,
+                                              20, minValue=1, maxValue=4096),
+                 "Tiles per step, 1 to 4096; default 20 (as in SpectralDiff). Lower it when memory runs out.",
+                 advanced=True)
+        self.add(QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (pixels)", QgsProcessingParameterNumber.Integer,
+                                              64, minValue=8, maxValue=1024),
+                 "Side of the square training tiles in pixels, 8 to 1024; default 64.", advanced=True)
+        self.add(QgsProcessingParameterString(self.TIMESTEPS, "Feature timesteps", DEFAULT_TIMESTEPS),
+                 f"Comma-separated diffusion timesteps at which features are extracted, each in "
+                 f"1..{MAX_TIMESTEP} (below the model's step count); default {DEFAULT_TIMESTEPS}. "
+                 "Fewer timesteps give a smaller features raster.", advanced=True)
+        self.add(QgsProcessingParameterBoolean(self.MASKING, "Structure masking", True),
+                 "Mask structured regions during pretraining (the paper's masking); default on. "
+                 "Turn off for an ablation.", advanced=True)
+        self.add(QgsProcessingParameterBoolean(self.SPECKLE, "SAR speckle noise", True),
+                 "Use speckle (multiplicative) noise for the SAR channels; default on. Turn off for an "
+                 "ablation.", advanced=True)
+        self.add(QgsProcessingParameterEnum(self.PROFILE, "Profile", options=list(PROFILES), defaultValue=0),
+                 "0 = paper (the paper's network sizes), 1 = fast (a smaller network for CPUs and quick "
+                 "trials). From qgis_process pass the number.")
+        self.add_device()
+        self.add_seed()
+        self.add(QgsProcessingParameterFileDestination(self.MODEL, "Diffusion model file", MODEL_FILTER),
+                 "The .bdgf diffusion model to write (DIFFUSION_MODEL of 'Classify raster').")
+        self.add(QgsProcessingParameterRasterDestination(self.FEATURES, "Diffusion features"),
+                 "The diffusion features raster to write (GeoTIFF, float32, on the scene's grid; "
+                 "FEATURES of 'Train BDGF' and 'Classify raster').")
+
+    def check_values(self, parameters, context):
+        if parameters.get(self.TIMESTEPS) is not None:
+            text = self.parameterAsString(parameters, self.TIMESTEPS, context)
+            try:
+                parse_timesteps(text)
+            except ValueError:
+                return (f"Feature timesteps (TIMESTEPS) must be comma-separated integers in 1..{MAX_TIMESTEP}, "
+                        f"e.g. {DEFAULT_TIMESTEPS}; got '{text}'.")
+        return None
+
+    def processAlgorithm(self, parameters, context, feedback):
+        model = self.output_path(parameters, self.MODEL, context, (".bdgf",))
+        features = self.output_path(parameters, self.FEATURES, context, RASTER_EXTENSIONS)
+        timesteps = ",".join(str(t) for t in parse_timesteps(self.parameterAsString(parameters, self.TIMESTEPS, context)))
+        args = ["--spectral", self.raster_path(parameters, self.SPECTRAL, context),
+                "--sar", self.raster_path(parameters, self.SAR, context),
+                "--steps", self.parameterAsInt(parameters, self.STEPS, context),
+                "--batch-size", self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+                "--tile-size", self.parameterAsInt(parameters, self.TILE_SIZE, context),
+                "--timesteps", timesteps]
+        if not self.parameterAsBool(parameters, self.MASKING, context):
+            args.append("--no-masking")
+        if not self.parameterAsBool(parameters, self.SPECKLE, context):
+            args.append("--no-speckle")
+        args += ["--device", self.device(parameters, context),
+                 "--seed", self.parameterAsInt(parameters, self.SEED, context),
+                 "--profile", PROFILES[self.parameterAsEnum(parameters, self.PROFILE, context)],
+                 "--model", model, "--features", features]
+        res = self.run_runtime("pretrain", args, feedback, outputs=[model, features])
+        return {self.MODEL: plain(res.get("model", model)), self.FEATURES: plain(res.get("features", features))}

@@ -1,0 +1,94 @@
+"""Train BDGF: the multi-branch (CNN, transformer, Mamba) network guided by diffusion features."""
+from __future__ import annotations
+
+from qgis.core import QgsProcessingParameterBoolean, QgsProcessingParameterFileDestination, QgsProcessingParameterNumber
+
+from .algorithm import (MODEL_FILTER, REPORT_FILTER, BdgfAlgorithm, add_ground_truth, add_inputs, add_sampling,
+                        check_validation_share, plain, sampling_args)
+
+#: (parameter id, description, runtime switch that turns it off)
+ABLATIONS = (
+    ("CNN", "CNN branch", "--no-cnn"),
+    ("TRANSFORMER", "Transformer branch", "--no-transformer"),
+    ("MAMBA", "Mamba branch", "--no-mamba"),
+    ("GUIDE_CNN", "Diffusion guidance of the CNN branch", "--no-guide-cnn"),
+    ("GUIDE_TRANSFORMER", "Diffusion guidance of the transformer branch", "--no-guide-transformer"),
+    ("GUIDE_MAMBA", "Diffusion guidance of the Mamba branch", "--no-guide-mamba"),
+    ("MUTUAL", "Mutual learning between branches", "--no-mutual"),
+)
+
+
+class TrainAlgorithm(BdgfAlgorithm):
+    NAME = "train"
+    DISPLAY_NAME = "Train BDGF"
+    GROUP = "Training"
+    GROUP_ID = "training"
+    INTRO = ("Trains the BDGF classifier: CNN, transformer and Mamba branches on patches of the "
+             "hyperspectral and SAR rasters, each guided by the diffusion features of 'Pretrain "
+             "DDPM', fused and trained with mutual learning, on the labelled pixels of the ground "
+             "truth. Writes a model file for 'Classify raster' and a report with held-out accuracy. "
+             "The branch switches are for ablation studies; at least one branch must stay on.")
+    POSITIVE = ("SAMPLES_PER_CLASS", "EPOCHS", "BATCH_SIZE")
+
+    SPECTRAL = "SPECTRAL"
+    SAR = "SAR"
+    FEATURES = "FEATURES"
+    GROUND_TRUTH = "GROUND_TRUTH"
+    CLASS_FIELD = "CLASS_FIELD"
+    SAMPLES_PER_CLASS = "SAMPLES_PER_CLASS"
+    SPLIT = "SPLIT"
+    VALIDATION_SHARE = "VALIDATION_SHARE"
+    EPOCHS = "EPOCHS"
+    BATCH_SIZE = "BATCH_SIZE"
+    DEVICE = "DEVICE"
+    SEED = "SEED"
+    MODEL = "MODEL"
+    REPORT = "REPORT"
+
+    def initAlgorithm(self, config=None):
+        add_inputs(self, spectral=True, sar=True, features=True)
+        add_ground_truth(self)
+        add_sampling(self, validation_default=0.1, block_size=False)
+        self.add(QgsProcessingParameterNumber(self.EPOCHS, "Epochs", QgsProcessingParameterNumber.Integer,
+                                              100, minValue=1, maxValue=100000),
+                 "Passes over the training samples, 1 to 100000; default 100.")
+        self.add(QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size", QgsProcessingParameterNumber.Integer,
+                                              64, minValue=1, maxValue=65536),
+                 "Patches per optimisation step, 1 to 65536; default 64.", advanced=True)
+        self.add_device()
+        self.add_seed()
+        for pid, desc, switch in ABLATIONS:
+            self.add(QgsProcessingParameterBoolean(pid, desc, True),
+                     f"On by default; off passes {switch} to the runtime (ablation).", advanced=True)
+        self.add(QgsProcessingParameterFileDestination(self.MODEL, "Model file", MODEL_FILTER),
+                 "The .bdgf model file to write (input of 'Classify raster' and 'Assess accuracy').")
+        self.add(QgsProcessingParameterFileDestination(self.REPORT, "Training report", REPORT_FILTER,
+                                                       optional=True, createByDefault=True),
+                 "HTML report with the split used, the training curve and held-out accuracy; optional.")
+
+    def check_values(self, parameters, context):
+        message = check_validation_share(self, parameters, context)
+        if message:
+            return message
+        branches = [pid for pid in ("CNN", "TRANSFORMER", "MAMBA")
+                    if parameters.get(pid) is None or self.parameterAsBool(parameters, pid, context)]
+        if not branches:
+            return "At least one of the CNN, TRANSFORMER and MAMBA branches must stay on."
+        return None
+
+    def processAlgorithm(self, parameters, context, feedback):
+        model = self.output_path(parameters, self.MODEL, context, (".bdgf",))
+        report = self.output_path(parameters, self.REPORT, context)
+        args = sampling_args(self, parameters, context, feedback, features=True)
+        args += ["--epochs", self.parameterAsInt(parameters, self.EPOCHS, context),
+                 "--batch-size", self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+                 "--device", self.device(parameters, context),
+                 "--seed", self.parameterAsInt(parameters, self.SEED, context)]
+        for pid, _desc, switch in ABLATIONS:
+            if not self.parameterAsBool(parameters, pid, context):
+                args.append(switch)
+        args += ["--model", model]
+        if report:
+            args += ["--report", report]
+        res = self.run_runtime("train", args, feedback, outputs=[model, report])
+        return {self.MODEL: plain(res.get("model", model)), self.REPORT: plain(res.get("report", report))}

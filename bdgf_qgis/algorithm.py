@@ -1,0 +1,354 @@
+"""Shared base of the BDGF Processing algorithms: help from the parameters, layer paths, the bridge."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from qgis.core import (
+    QgsCoordinateTransformContext,
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterField,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterVectorLayer,
+    QgsProcessingUtils,
+    QgsProviderRegistry,
+    QgsRasterLayer,
+    QgsVectorFileWriter,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtGui import QIcon
+
+from . import runtime
+
+ICON_PATH = Path(__file__).resolve().parent.parent / "resources" / "icon.svg"
+
+DEVICES = ("auto", "cpu", "cuda")
+SPLITS = ("polygons", "blocks", "pixels")
+RASTER_EXTENSIONS = (".tif", ".tiff")
+MODEL_FILTER = "BDGF model (*.bdgf)"
+REPORT_FILTER = "HTML report (*.html)"
+
+DEVICE_HELP = ("Where the network runs: 0 = auto (the GPU when PyTorch sees one, else the CPU; the log "
+               "says which), 1 = cpu, 2 = cuda (fails clearly when no GPU is usable, never falls back "
+               "silently). From qgis_process pass the number.")
+SPLIT_HELP = ("How labelled pixels are divided into training and test sets: 0 = polygons (whole "
+              "polygons go to one side: honest accuracy, the default), 1 = blocks (square blocks of "
+              "pixels, 32 by default), 2 = pixels (random pixels: neighbouring training and test patches "
+              "overlap and flatter the accuracy). From qgis_process pass the number.")
+
+
+class BdgfAlgorithm(QgsProcessingAlgorithm):
+    """Base class: subclasses set NAME, DISPLAY_NAME, GROUP, GROUP_ID, INTRO and define
+    ``initAlgorithm`` with :meth:`add`, then implement ``processAlgorithm``."""
+
+    NAME = ""
+    DISPLAY_NAME = ""
+    GROUP = ""
+    GROUP_ID = ""
+    INTRO = ""
+    #: parameter ids whose integer value must be > 0
+    POSITIVE: Tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._help: List[Tuple[str, str, str]] = []  # (id, description, help)
+        self._output_help: List[Tuple[str, str, str]] = []
+
+    # --- identity -----------------------------------------------------------------------
+    def createInstance(self):
+        return type(self)()
+
+    def name(self) -> str:
+        return self.NAME
+
+    def displayName(self) -> str:
+        return self.DISPLAY_NAME
+
+    def group(self) -> str:
+        return self.GROUP
+
+    def groupId(self) -> str:
+        return self.GROUP_ID
+
+    def icon(self) -> QIcon:
+        return QIcon(str(ICON_PATH))
+
+    def shortHelpString(self) -> str:
+        lines = [self.INTRO.strip(), "", "Parameters:"]
+        for pid, desc, text in self._help:
+            lines.append(f"- {desc} ({pid}): {text}")
+        if self._output_help:
+            lines += ["", "Outputs:"]
+            for pid, desc, text in self._output_help:
+                lines.append(f"- {desc} ({pid}): {text}")
+        return "\n".join(lines)
+
+    # --- definitions --------------------------------------------------------------------
+    def add(self, param: QgsProcessingParameterDefinition, help: str, advanced: bool = False) -> None:
+        """Add a parameter with its one-line help (shown in shortHelpString)."""
+        if advanced:
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        if hasattr(param, "setHelp"):
+            param.setHelp(help)
+        self.addParameter(param)
+        self._help.append((param.name(), param.description(), help))
+
+    def add_output_help(self, output, help: str) -> None:
+        """Add an output (not a destination parameter) with its help."""
+        self.addOutput(output)
+        self._output_help.append((output.name(), output.description(), help))
+
+    def add_device(self) -> None:
+        self.add(QgsProcessingParameterEnum("DEVICE", "Device", options=list(DEVICES), defaultValue=0),
+                 DEVICE_HELP, advanced=True)
+
+    def add_seed(self) -> None:
+        self.add(QgsProcessingParameterNumber("SEED", "Random seed", QgsProcessingParameterNumber.Integer,
+                                              defaultValue=0, minValue=0),
+                 "Seed of every random choice (sampling, split, initialisation); the same seed and "
+                 "data give the same result. Any integer >= 0; default 0.", advanced=True)
+
+    # --- checks -------------------------------------------------------------------------
+    def checkParameterValues(self, parameters: Dict[str, Any], context: QgsProcessingContext):
+        for pid in self.POSITIVE:
+            if self.parameterDefinition(pid) is None or parameters.get(pid) is None:
+                continue
+            try:
+                value = float(self.parameterAsDouble(parameters, pid, context))
+            except Exception:
+                return False, f"{pid} must be a number."
+            if value <= 0:
+                desc = self.parameterDefinition(pid).description()
+                return False, f"{desc} ({pid}) must be greater than 0, got {value:g}."
+        message = self.check_values(parameters, context)
+        if message:
+            return False, message
+        return super().checkParameterValues(parameters, context)
+
+    def check_values(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> Optional[str]:
+        """Subclass hook: return a message when a value is absurd, else None."""
+        return None
+
+    # --- reading parameters -------------------------------------------------------------
+    def raster_path(self, parameters, pid: str, context, optional: bool = False) -> Optional[str]:
+        """The file path of a raster parameter; refuse layers that are not files GDAL reads."""
+        layer = self.parameterAsRasterLayer(parameters, pid, context)
+        if layer is None:
+            if optional:
+                return None
+            raise QgsProcessingException(f"{self._desc(pid)} ({pid}): no raster layer was given or it "
+                                         "could not be opened.")
+        return raster_layer_path(layer, f"{self._desc(pid)} ({pid})")
+
+    def vector_path(self, parameters, pid: str, context, feedback, field: Optional[str] = None) -> str:
+        """An OGR path for a vector parameter; memory layers and filtered layers are exported first."""
+        layer = self.parameterAsVectorLayer(parameters, pid, context)
+        if layer is None:
+            raise QgsProcessingException(f"{self._desc(pid)} ({pid}): no vector layer was given or it "
+                                         "could not be opened.")
+        if field and layer.fields().indexOf(field) < 0:
+            names = ", ".join(layer.fields().names())
+            raise QgsProcessingException(f"{self._desc(pid)} ({pid}) has no field '{field}'; its fields "
+                                         f"are: {names}. Choose the field holding the class codes.")
+        return vector_layer_path(layer, feedback)
+
+    def file_path(self, parameters, pid: str, context) -> Optional[str]:
+        value = self.parameterAsFile(parameters, pid, context)
+        return absolute(value) if value else None
+
+    def output_path(self, parameters, pid: str, context, extensions: Sequence[str] = ()) -> Optional[str]:
+        """A destination path ('' / None when an optional output was skipped)."""
+        definition = self.parameterDefinition(pid)
+        if definition.type() == "rasterDestination":
+            value = self.parameterAsOutputLayer(parameters, pid, context)
+        elif definition.type() == "folderDestination":
+            value = self.parameterAsString(parameters, pid, context)
+        else:
+            value = self.parameterAsFileOutput(parameters, pid, context)
+        if not value:
+            return None
+        value = absolute(value)
+        if extensions and not value.lower().endswith(tuple(e.lower() for e in extensions)):
+            raise QgsProcessingException(f"{self._desc(pid)} ({pid}) must be a {' or '.join(extensions)} "
+                                         f"file, got {value}.")
+        return value
+
+    def field_name(self, parameters, pid: str, context, default: str = "class") -> str:
+        try:
+            fields = self.parameterAsFields(parameters, pid, context)
+        except Exception:
+            fields = []
+        if fields:
+            return fields[0]
+        return self.parameterAsString(parameters, pid, context) or default
+
+    def device(self, parameters, context) -> str:
+        return DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]
+
+    def split(self, parameters, context) -> str:
+        return SPLITS[self.parameterAsEnum(parameters, "SPLIT", context)]
+
+    def _desc(self, pid: str) -> str:
+        d = self.parameterDefinition(pid)
+        return d.description() if d is not None else pid
+
+    # --- running ------------------------------------------------------------------------
+    def run_runtime(self, command: str, args: Sequence[Any], feedback: QgsProcessingFeedback,
+                    outputs: Iterable[Optional[str]] = ()) -> Dict[str, Any]:
+        return runtime.run_command(command, [str(a) for a in args], feedback, outputs)
+
+
+def raster_layer_path(layer: QgsRasterLayer, what: str) -> str:
+    if layer.providerType() != "gdal":
+        raise QgsProcessingException(f"{what} is a '{layer.providerType()}' layer; the BDGF runtime reads "
+                                     "raster files only (GeoTIFF or another GDAL format). Save the layer "
+                                     "as a GeoTIFF first (Export > Save As...).")
+    parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
+    path = parts.get("path") or layer.source()
+    if not os.path.exists(path) and not path.startswith("/vsi"):
+        raise QgsProcessingException(f"{what} is not a file on disk ({layer.source()}); the BDGF runtime "
+                                     "reads raster files only. Save the layer as a GeoTIFF first.")
+    return absolute(path)
+
+
+def vector_layer_path(layer: QgsVectorLayer, feedback: Optional[QgsProcessingFeedback] = None) -> str:
+    """The layer's OGR file when it is a plain file layer; otherwise a temporary GeoPackage copy."""
+    if layer.providerType() == "ogr":
+        parts = QgsProviderRegistry.instance().decodeUri("ogr", layer.source())
+        path = parts.get("path") or ""
+        if (os.path.isfile(path) and not layer.subsetString() and not parts.get("subset")
+                and _only_layer(path, parts.get("layerName"), parts.get("layerId"))):
+            return absolute(path)
+    target = QgsProcessingUtils.generateTempFilename("ground_truth.gpkg")
+    if feedback is not None:
+        feedback.pushInfo(f"Exporting {layer.name()} ({layer.featureCount()} features) to {target}, "
+                          "since the runtime reads files only")
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = "GPKG"
+    options.layerName = "ground_truth"
+    options.fileEncoding = "UTF-8"
+    if hasattr(QgsVectorFileWriter, "writeAsVectorFormatV3"):
+        result = QgsVectorFileWriter.writeAsVectorFormatV3(layer, target, QgsCoordinateTransformContext(), options)
+    else:  # pragma: no cover - QGIS < 3.20
+        result = QgsVectorFileWriter.writeAsVectorFormatV2(layer, target, QgsCoordinateTransformContext(), options)
+    error, message = result[0], (result[1] if len(result) > 1 else "")
+    if error != QgsVectorFileWriter.NoError:
+        raise QgsProcessingException(f"Could not export {layer.name()} to a GeoPackage for the runtime: "
+                                     f"{message}")
+    return target
+
+
+def absolute(path: str) -> str:
+    """An absolute path: the runtime runs in the plugin's folder, not in the caller's."""
+    if not path or path.startswith("/vsi") or "://" in path:
+        return path
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _only_layer(path: str, layer_name: Optional[str], layer_id: Any) -> bool:
+    """True when ``path`` holds one layer only (the runtime then reads the right one from the path)."""
+    try:
+        from osgeo import ogr
+
+        ds = ogr.Open(path)
+        if ds is None or ds.GetLayerCount() != 1:
+            return False
+        name = ds.GetLayer(0).GetName()
+    except Exception:
+        return False
+    return (not layer_name or layer_name == name) and layer_id in (None, "", 0, "0")
+
+
+def plain(value: Any) -> Any:
+    """A value qgis_process prints: str, int, float or None."""
+    if value is None or isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return value
+    if isinstance(value, bool):
+        return int(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+# --- parameter groups shared by the training algorithms -------------------------------------
+def add_inputs(alg: BdgfAlgorithm, spectral: bool = True, sar: bool = True, features: bool = False,
+               features_optional: bool = False) -> None:
+    if spectral:
+        alg.add(QgsProcessingParameterRasterLayer("SPECTRAL", "Hyperspectral (or multispectral) raster"),
+                "The optical image, one band per wavelength, as a GDAL raster file (GeoTIFF). Values "
+                "in any unit; each band is scaled by the runtime.")
+    if sar:
+        alg.add(QgsProcessingParameterRasterLayer("SAR", "SAR raster"),
+                "The SAR image (e.g. VV/VH backscatter) on the same grid as the hyperspectral raster: "
+                "same size, pixel size and CRS.")
+    if features:
+        alg.add(QgsProcessingParameterRasterLayer("FEATURES", "Diffusion features raster",
+                                                  optional=features_optional),
+                "The diffusion feature raster written by 'Pretrain DDPM' (FEATURES output), on the "
+                "same grid." + (" Optional." if features_optional else ""))
+
+
+def add_ground_truth(alg: BdgfAlgorithm) -> None:
+    alg.add(QgsProcessingParameterVectorLayer("GROUND_TRUTH", "Ground truth polygons",
+                                              [QgsProcessing.TypeVectorAnyGeometry]),
+            "Labelled polygons (or points) with an integer class code per feature, any OGR source; "
+            "memory layers and filtered layers are exported to a temporary GeoPackage first.")
+    # Optional only because QGIS 3.22 rejects a missing field value even when it has a default;
+    # left empty, the field 'class' is used.
+    alg.add(QgsProcessingParameterField("CLASS_FIELD", "Class field", defaultValue="class",
+                                        parentLayerParameterName="GROUND_TRUTH",
+                                        type=QgsProcessingParameterField.Numeric, optional=True),
+            "Integer field of the ground truth holding the class codes (1..255; 0 means "
+            "unlabelled); default 'class', also used when left empty.")
+
+
+def add_sampling(alg: BdgfAlgorithm, validation_default: float, block_size: bool) -> None:
+    alg.add(QgsProcessingParameterNumber("SAMPLES_PER_CLASS", "Training samples per class",
+                                         QgsProcessingParameterNumber.Integer, 50, minValue=1, maxValue=1000000),
+            "Labelled pixels drawn per class for training, 1 to 1000000; default 50 (the paper's "
+            "few-label setting). The rest of the labelled pixels are held out for testing.")
+    alg.add(QgsProcessingParameterEnum("SPLIT", "Train/test split", options=list(SPLITS), defaultValue=0),
+            SPLIT_HELP)
+    if block_size:
+        alg.add(QgsProcessingParameterNumber("BLOCK_SIZE", "Block size of the block split (pixels)",
+                                             QgsProcessingParameterNumber.Integer, 32, minValue=1, maxValue=100000),
+                "Side of the square blocks of the 'blocks' split, in pixels; default 32. Ignored by the "
+                "other splits.", advanced=True)
+    alg.add(QgsProcessingParameterNumber("VALIDATION_SHARE", "Validation share",
+                                         QgsProcessingParameterNumber.Double, validation_default,
+                                         minValue=0.0, maxValue=0.9),
+            f"Share of the training samples kept apart for validation, 0 to 0.9; default "
+            f"{validation_default:g}.", advanced=True)
+
+
+def check_validation_share(alg: BdgfAlgorithm, parameters, context):
+    if parameters.get("VALIDATION_SHARE") is None:
+        return None
+    share = alg.parameterAsDouble(parameters, "VALIDATION_SHARE", context)
+    if not 0.0 <= share < 1.0:
+        return f"Validation share (VALIDATION_SHARE) must be in 0..0.9, got {share:g}."
+    return None
+
+
+def sampling_args(alg: BdgfAlgorithm, parameters, context, feedback, features: bool = False) -> list:
+    """--spectral/--sar[/--features]/--groundtruth/--class-field/--samples-per-class/--split/--validation-share."""
+    field = alg.field_name(parameters, "CLASS_FIELD", context)
+    args = ["--spectral", alg.raster_path(parameters, "SPECTRAL", context),
+            "--sar", alg.raster_path(parameters, "SAR", context)]
+    if features:
+        args += ["--features", alg.raster_path(parameters, "FEATURES", context)]
+    args += ["--groundtruth", alg.vector_path(parameters, "GROUND_TRUTH", context, feedback, field),
+             "--class-field", field,
+             "--samples-per-class", alg.parameterAsInt(parameters, "SAMPLES_PER_CLASS", context),
+             "--split", alg.split(parameters, context),
+             "--validation-share", repr(float(alg.parameterAsDouble(parameters, "VALIDATION_SHARE", context)))]
+    return args

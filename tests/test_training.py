@@ -1,0 +1,106 @@
+"""fit_bdgf (seeded, best epoch kept, cancellable) and predict_block (sliding windows)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bdgf_core.errors import BdgfError, Cancelled
+from bdgf_core.network import BDGFConfig
+from bdgf_core.patches import extract_patches, pad_reflect
+from bdgf_core.training import fit_bdgf, predict_block
+
+
+def _scene(h: int = 14, w: int = 12, bands: int = 5, n: int = 36, classes: int = 3, seed: int = 0):
+    """Images whose class is readable from the spectrum, plus train/val pixels."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, (h, w))
+    spec = rng.normal(0, 0.3, (bands, h, w)).astype(np.float32)
+    spec[0] += labels  # class signal in band 0
+    sar = rng.normal(0, 1, (2, h, w)).astype(np.float32)
+    feat = rng.normal(0, 1, (3, h, w)).astype(np.float32)
+    idx = rng.permutation(h * w)
+    tr, va = idx[:n], idx[n:n + 24]
+    px = lambda i: (i // w, i % w, labels.ravel()[i])  # noqa: E731
+    return spec, sar, feat, px(tr), px(va)
+
+
+CFG = dict(patch=3, embed=16, tokens=2, epochs=3, batch_size=16, milestones=(2,))
+
+
+def test_same_seed_same_weights_and_history() -> None:
+    spec, sar, feat, tr, va = _scene()
+    runs = [fit_bdgf(spec, sar, feat, tr, va, 3, BDGFConfig(**CFG)) for _ in range(2)]
+    (a, ha), (b, hb) = runs
+    assert ha["loss"] == hb["loss"] and ha["val_oa"] == hb["val_oa"]
+    for (k, va_), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va_, vb), k
+    other, _ = fit_bdgf(spec, sar, feat, tr, va, 3, BDGFConfig(**{**CFG, "seed": 1}))
+    assert any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(), other.state_dict().values()))
+
+
+def test_history_schedule_progress_and_best_epoch() -> None:
+    spec, sar, feat, tr, va = _scene()
+    calls = []
+    net, hist = fit_bdgf(spec, sar, feat, tr, va, 3, BDGFConfig(**{**CFG, "epochs": 4}),
+                         progress=lambda f, m: calls.append((f, m)))
+    assert len(hist["loss"]) == len(hist["val_oa"]) == 4
+    assert hist["lr"] == pytest.approx([4e-4, 4e-4, 2e-4, 2e-4])  # MultiStepLR, factor 0.5 at epoch 2
+    assert [f for f, _ in calls] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert "loss" in calls[0][1] and "validation OA" in calls[0][1]
+    best = hist["best_epoch"]
+    assert hist["val_oa"][best] == max(hist["val_oa"]) == hist["best_val_oa"]
+    assert hist["val_oa"].index(max(hist["val_oa"])) == best  # first best on ties
+    assert not net.training
+    # The returned weights are those of the best epoch: their validation OA is the best one.
+    rows, cols, labels = va
+    padded = [pad_reflect(im, 3) for im in (spec, sar, feat)]
+    with torch.no_grad():
+        logits = net(*(torch.from_numpy(extract_patches(p, rows, cols, 3)) for p in padded)).logits
+    assert (logits.argmax(-1).numpy() == labels).mean() == pytest.approx(hist["best_val_oa"])
+
+
+def test_training_learns_and_runs_without_validation() -> None:
+    spec, sar, feat, tr, _ = _scene(n=48)
+    cfg = BDGFConfig(**{**CFG, "epochs": 15, "lr": 3e-3, "milestones": ()})
+    net, hist = fit_bdgf(spec, sar, feat, tr, None, 3, cfg)
+    assert hist["val_oa"] == [] and hist["best_epoch"] == 14
+    assert hist["loss"][-1] < 0.6 * hist["loss"][0], hist["loss"]
+
+
+def test_cancel_raises() -> None:
+    spec, sar, feat, tr, va = _scene()
+    with pytest.raises(Cancelled):
+        fit_bdgf(spec, sar, feat, tr, va, 3, BDGFConfig(**CFG), cancelled=lambda: True)
+
+
+def test_bad_inputs_are_reported() -> None:
+    spec, sar, feat, (r, c, y), _ = _scene()
+    with pytest.raises(BdgfError, match="labels"):
+        fit_bdgf(spec, sar, feat, (r, c, y + 5), None, 3, BDGFConfig(**CFG))
+    with pytest.raises(BdgfError, match="outside"):
+        fit_bdgf(spec, sar, feat, (r + 100, c, y), None, 3, BDGFConfig(**CFG))
+    with pytest.raises(BdgfError, match="diffusion"):
+        fit_bdgf(spec, sar, None, (r, c, y), None, 3, BDGFConfig(**CFG))
+
+
+@pytest.mark.parametrize("patch", [5, 1])
+def test_predict_block_equals_per_pixel_prediction(patch: int) -> None:
+    spec, sar, feat, tr, va = _scene(h=9, w=7)
+    net, _ = fit_bdgf(spec, sar, feat, tr, va, 3, BDGFConfig(**{**CFG, "patch": patch, "epochs": 1}))
+    padded = [pad_reflect(im, patch) for im in (spec, sar, feat)]
+    probs = predict_block(net, *padded, patch, batch_size=10)  # 63 pixels: batches of 10 and a rest
+    assert probs.shape == (3, 9, 7) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(0), 1.0, rtol=1e-5)
+    rows, cols = np.divmod(np.arange(63), 7)
+    with torch.no_grad():
+        for r, c in [(0, 0), (4, 3), (8, 6), (2, 5)]:  # corners and inside, one pixel at a time
+            one = [torch.from_numpy(extract_patches(p, np.array([r]), np.array([c]), patch)) for p in padded]
+            want = torch.softmax(net(*one).logits, -1)[0].numpy()
+            np.testing.assert_allclose(probs[:, r, c], want, rtol=1e-4, atol=1e-5)
+        allp = [torch.from_numpy(extract_patches(p, rows, cols, patch)) for p in padded]
+        want = torch.softmax(net(*allp).logits, -1).numpy().T.reshape(3, 9, 7)
+    np.testing.assert_allclose(probs, want, rtol=1e-4, atol=1e-5)
+    # A sub-block with its halo gives the same probabilities as the whole image there.
+    part = predict_block(net, *(p[:, 2:2 + 4 + patch - 1, 1:1 + 3 + patch - 1] for p in padded), patch)
+    np.testing.assert_allclose(part, probs[:, 2:6, 1:4], rtol=1e-4, atol=1e-5)
