@@ -27,8 +27,8 @@ def add_deep_commands(sub, common, training_args) -> None:
     p = sub.add_parser("pretrain", parents=[common], help="pretrain the diffusion model and write its features")
     p.add_argument("--spectral", required=True)
     p.add_argument("--sar", required=True)
-    p.add_argument("--profile", choices=["paper", "quick"], default="paper",
-                   help="paper: the reference set-up (GPU); quick: a small model for CPUs")
+    p.add_argument("--profile", choices=["paper", "fast"], default="paper",
+                   help="paper: the reference set-up (GPU); fast: a small model for CPUs")
     p.add_argument("--steps", type=positive_int, default=None, help="training steps (profile default)")
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--tile-size", type=positive_int, default=None)
@@ -40,9 +40,19 @@ def add_deep_commands(sub, common, training_args) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", required=True, help="diffusion model file to write (.bdgf)")
     p.add_argument("--features", required=True, help="diffusion feature raster to write (GeoTIFF, float32)")
+    t = sub.add_parser("train", parents=[common], help="train the BDGF multi-branch network")
+    training_args(t, samples=50, val=0.1)
+    t.add_argument("--features", default=None, help="diffusion feature raster written by pretrain")
+    t.add_argument("--epochs", type=positive_int, default=100)
+    t.add_argument("--batch-size", type=positive_int, default=64)
+    t.add_argument("--patch-size", type=int, default=9)
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    for name in ("cnn", "transformer", "mamba", "guide-cnn", "guide-transformer", "guide-mamba", "mutual"):
+        t.add_argument(f"--no-{name}", action="store_true", help=f"ablation: switch {name} off (Table II)")
     from .cli import COMMANDS
 
     COMMANDS["pretrain"] = cmd_pretrain
+    COMMANDS["train"] = cmd_train
 
 
 def read_scene(spec, sar, rep) -> tuple[np.ndarray, np.ndarray]:
@@ -103,3 +113,99 @@ def cmd_pretrain(args, rep) -> dict:
         extract_features(model, read_window, spec.height, spec.width, w.write, tile=cfg.tile, device=device,
                          progress=feat_rep.callback(), cancelled=rep.cancelled)
     return {"model": str(args.model), "features": str(args.features), "feature_channels": int(info.get("channels", model.output_channels))}
+
+
+def cmd_train(args, rep) -> dict:
+    from .atomic import check_writable
+    from .cli import run_info, write_training_report
+    from .devices import resolve_device
+    from .metrics import assess
+    from .modelfile import save_model
+    from .network.bdgf import BDGFConfig
+    from .normalise import apply
+    from .raster import RasterSource
+    from .samples import prepare_training
+    from .training import fit_bdgf
+
+    if args.patch_size <= 0 or args.patch_size % 2 == 0:
+        raise BdgfError(f"the patch size must be odd and positive (1, 3, 5, 7, 9...), got {args.patch_size}")
+    check_writable(args.model)
+    if args.report:
+        check_writable(args.report)
+    device = resolve_device(args.device, rep)
+    try:
+        cfg = BDGFConfig(patch=args.patch_size, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                         use_cnn=not args.no_cnn, use_transformer=not args.no_transformer, use_mamba=not args.no_mamba,
+                         guide_cnn=not args.no_guide_cnn, guide_transformer=not args.no_guide_transformer,
+                         guide_mamba=not args.no_guide_mamba, mutual=not args.no_mutual)
+    except ValueError as exc:
+        raise BdgfError(f"{exc}; keep at least one branch on") from None
+    data = prepare_training(args.spectral, args.sar, args.groundtruth, args.class_field, args.samples_per_class,
+                            args.split, args.seed, args.validation_share, args.block_size, rep.sub(0, 0.05), args.layer)
+    feats = None
+    feature_bands = None
+    if cfg.needs_features:
+        if not args.features:
+            raise BdgfError("diffusion guidance is on but no feature raster was given; run 'Pretrain DDPM' and pass "
+                            "its features (--features), or switch the guidance off")
+        fsrc = RasterSource(args.features, what="diffusion feature raster")
+        if not fsrc.grid.same_as(data.spectral.grid):
+            raise BdgfError("the diffusion feature raster is on another grid than the spectral raster; give the "
+                            "features 'Pretrain DDPM' computed on this spectral raster")
+        feats = np.nan_to_num(fsrc.read())
+        feature_bands = fsrc.bands
+    spectral = np.nan_to_num(apply(data.spectral.read(), *data.spectral_stats))
+    sar = np.nan_to_num(apply(data.sar.read(), *data.sar_stats))
+    codes = data.codes()
+    index = {c: i for i, c in enumerate(codes)}
+    labels = data.gt.labels.ravel()
+    w = data.spectral.width
+
+    def pixels(flat):
+        r, c = np.divmod(flat, w)
+        return r, c, np.array([index[int(v)] for v in labels[flat]], np.int64)
+
+    val = pixels(data.split.val) if data.split.val.size else None
+    rep.info(f"training BDGF ({', '.join(cfg.branches)}; mutual learning {'on' if cfg.mutual else 'off'}) "
+             f"for {cfg.epochs} epochs on {data.split.train.size} pixels, device {device}")
+    net, history = fit_bdgf(spectral, sar, feats, pixels(data.split.train), val, len(codes), cfg, device,
+                            progress=rep.sub(0.05, 0.9).callback(), cancelled=rep.cancelled)
+    result = {"split": data.split.summary, "history": history}
+    test = data.split.test
+    if test.size:
+        from .training import predict_pixels
+
+        probs = predict_pixels(net, spectral, sar, feats, test, cfg.patch)
+        acc = assess(labels[test], np.asarray(codes)[probs.argmax(1)], codes)
+        result["test_accuracy"] = acc.to_json({c.code: c.name for c in data.gt.classes})
+        rep.info(f"held-out test pixels: OA {acc.oa:.2f}%, AA {acc.aa:.2f}%, Kappa {acc.kappa:.2f}%")
+    meta = {
+        "model_id": uuid.uuid4().hex, "classes": [c.to_json() for c in data.gt.classes],
+        "inputs": {"spectral_bands": data.spectral.bands, "sar_bands": data.sar.bands, "feature_bands": feature_bands},
+        "grid": data.spectral.grid.to_json(), "groundtruth": str(Path(args.groundtruth).resolve()),
+        "split": data.split.summary, "network": net.meta(), "run": run_info(device),
+        "features": str(Path(args.features).resolve()) if args.features else None,
+    }
+    tensors = {f"net.{k}": v for k, v in net.state_dict().items()}
+    tensors.update({"spectral_mean": data.spectral_stats[0], "spectral_std": data.spectral_stats[1],
+                    "sar_mean": data.sar_stats[0], "sar_std": data.sar_stats[1],
+                    "split.train": data.split.train.astype(np.int64), "split.val": data.split.val.astype(np.int64),
+                    "split.test": data.split.test.astype(np.int64)})
+    save_model(args.model, "bdgf", tensors, meta)
+    report = None
+    if args.report:
+        from .report import curves_svg
+
+        curves = {"training loss (eq. 29)": history["loss"]}
+        if history["val_oa"]:
+            curves["validation OA"] = history["val_oa"]
+        best = history["best_epoch"]
+        extra = (f"<h2>Training curves</h2>{curves_svg(curves)}<p class='muted'>kept epoch {best + 1} of "
+                 f"{len(history['loss'])} ({'best validation OA' if history['val_oa'] else 'last epoch, no validation pixels'}); "
+                 f"{history['seconds']:.1f} s of training</p>")
+        report = write_training_report(args.report, "BDGF: training report", meta, result, data, extra)
+    rep.progress(1.0)
+    out = {"model": str(args.model), "report": report}
+    if "test_accuracy" in result:
+        out["test_oa"] = result["test_accuracy"]["oa"]
+    return out

@@ -56,6 +56,34 @@ def confusion_svg(cm: np.ndarray, names: list[str]) -> str:
     return "".join(parts)
 
 
+def curves_svg(series: dict[str, list[float]], width: int = 560, height: int = 220) -> str:
+    """Line chart of per-epoch curves, each scaled to its own range (a legend gives the ranges)."""
+    colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
+    left, right, top, bottom = 40, 10, 10, 30
+    n = max((len(v) for v in series.values()), default=0)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 20 * len(series)}" '
+             'font-family="sans-serif" font-size="11">',
+             f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" '
+             'fill="none" stroke="#ccc"/>',
+             f'<text x="{left}" y="{height - 8}" fill="#777">epoch 1</text>',
+             f'<text x="{width - right}" y="{height - 8}" fill="#777" text-anchor="end">epoch {n}</text>']
+    for k, (name, values) in enumerate(series.items()):
+        v = np.asarray(values, dtype=float)
+        if v.size == 0 or not np.isfinite(v).any():
+            continue
+        lo, hi = float(np.nanmin(v)), float(np.nanmax(v))
+        span = hi - lo or 1.0
+        xs = left + (np.arange(v.size) / max(v.size - 1, 1)) * (width - left - right)
+        ys = top + (1 - (v - lo) / span) * (height - top - bottom)
+        pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys) if np.isfinite(y))
+        c = colors[k % len(colors)]
+        parts.append(f'<polyline points="{pts}" fill="none" stroke="{c}" stroke-width="1.8"/>')
+        parts.append(f'<text x="{left}" y="{height + 14 + 20 * k}" fill="{c}">{html.escape(name)}: '
+                     f'{_fmt(float(v[0]))} → {_fmt(float(v[-1]))} (range {_fmt(lo)}–{_fmt(hi)})</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 def accuracy_section(acc_json: dict, colors: dict[int, str]) -> str:
     rows = []
     for c in acc_json["classes"]:

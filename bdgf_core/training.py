@@ -199,3 +199,20 @@ def predict_block(net: BDGFNet, spectral_block: np.ndarray | Tensor, sar_block: 
                 logits = net(spec_w[s:e], sar_w[s:e], None if dif_w is None else dif_w[s:e]).logits
             probs[s:e] = torch.softmax(logits.float(), dim=-1).cpu()
     return probs.T.reshape(net.n_classes, h, w).numpy()
+
+
+@torch.inference_mode()
+def predict_pixels(net: BDGFNet, spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarray],
+                   flat: np.ndarray, patch: int, batch_size: int = 1024) -> np.ndarray:
+    """Class probabilities (N, C) of the pixels at flat indices of normalised whole images."""
+    net.eval()
+    device = next(net.parameters()).device
+    rows, cols = np.divmod(np.asarray(flat, np.int64), spectral.shape[2])
+    src = _PatchSource([spectral, sar, features], patch, rows, cols, device)
+    out = []
+    for i in range(0, rows.size, batch_size):
+        spec, sr, dif = src.batch(np.arange(i, min(i + batch_size, rows.size)))
+        with _autocast(device):
+            logits = net(spec, sr, dif).logits
+        out.append(torch.softmax(logits.float(), 1).cpu().numpy())
+    return np.concatenate(out) if out else np.empty((0, net.n_classes), np.float32)

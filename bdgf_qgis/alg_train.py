@@ -40,6 +40,7 @@ class TrainAlgorithm(BdgfAlgorithm):
     VALIDATION_SHARE = "VALIDATION_SHARE"
     EPOCHS = "EPOCHS"
     BATCH_SIZE = "BATCH_SIZE"
+    PATCH_SIZE = "PATCH_SIZE"
     DEVICE = "DEVICE"
     SEED = "SEED"
     MODEL = "MODEL"
@@ -55,6 +56,9 @@ class TrainAlgorithm(BdgfAlgorithm):
         self.add(QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size", QgsProcessingParameterNumber.Integer,
                                               64, minValue=1, maxValue=65536),
                  "Patches per optimisation step, 1 to 65536; default 64.", advanced=True)
+        self.add(QgsProcessingParameterNumber(self.PATCH_SIZE, "Patch size (pixels)",
+                                              QgsProcessingParameterNumber.Integer, 9, minValue=1, maxValue=31),
+                 "Side of the square patch around each pixel, odd, 1 to 31; the paper uses 9.", advanced=True)
         self.add_device()
         self.add_seed()
         for pid, desc, switch in ABLATIONS:
@@ -72,6 +76,9 @@ class TrainAlgorithm(BdgfAlgorithm):
             return message
         branches = [pid for pid in ("CNN", "TRANSFORMER", "MAMBA")
                     if parameters.get(pid) is None or self.parameterAsBool(parameters, pid, context)]
+        if parameters.get(self.PATCH_SIZE) is not None and self.parameterAsInt(parameters, self.PATCH_SIZE,
+                                                                               context) % 2 == 0:
+            return "The patch size must be odd (1, 3, 5, 7, 9...) so that the patch is centred on its pixel."
         if not branches:
             return "At least one of the CNN, TRANSFORMER and MAMBA branches must stay on."
         return None
@@ -82,6 +89,7 @@ class TrainAlgorithm(BdgfAlgorithm):
         args = sampling_args(self, parameters, context, feedback, features=True)
         args += ["--epochs", self.parameterAsInt(parameters, self.EPOCHS, context),
                  "--batch-size", self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+                 "--patch-size", self.parameterAsInt(parameters, self.PATCH_SIZE, context),
                  "--device", self.device(parameters, context),
                  "--seed", self.parameterAsInt(parameters, self.SEED, context)]
         for pid, _desc, switch in ABLATIONS:

@@ -14,7 +14,7 @@ ICON_PATH = Path(__file__).resolve().parent.parent / "resources" / "icon.svg"
 LOG_TAG = "BDGF"
 
 #: Algorithms the provider registers, by name(); edit to match what the runtime supports.
-ALGORITHMS = ("generate_scene", "train_baseline", "classify", "assess")
+ALGORITHMS = ("generate_scene", "pretrain", "train", "train_baseline", "classify", "assess")
 
 #: name() -> (module of this package, class)
 _CLASSES = {

@@ -155,9 +155,14 @@ def fake_runtime(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_BDGF_LOG", str(log))
 
     def calls():
+        from bdgf_core.cli import build_parser
+
         if not log.exists():
             return []
-        return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        logged = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        for call in logged:  # what QGIS passes must be what the real runtime accepts (exits 2 otherwise)
+            build_parser().parse_args([call["command"], *map(str, call["args"])])
+        return logged
 
     return calls
 
