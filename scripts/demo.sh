@@ -29,27 +29,29 @@ else
 fi
 S="$OUT/scene/spectral.tif"; A="$OUT/scene/sar.tif"; G="$OUT/scene/groundtruth.gpkg"
 
+# QGIS 3.22's qgis_process takes enum parameters by index: SPLIT 0 = polygons, 2 = pixels; PROFILE 1 = fast.
+split_index() { case "$1" in polygons) echo 0;; blocks) echo 1;; pixels) echo 2;; esac; }
 summary=()
 for split in polygons pixels; do
   run bdgf:train_baseline SPECTRAL="$S" SAR="$A" GROUND_TRUTH="$G" CLASS_FIELD=class SAMPLES_PER_CLASS=50 \
-      SPLIT="$split" SEED="$DEMO_SEED" MODEL="$OUT/baseline_$split.bdgf" REPORT="$OUT/baseline_$split.html" > /dev/null
+      SPLIT="$(split_index "$split")" SEED="$DEMO_SEED" MODEL="$OUT/baseline_$split.bdgf" REPORT="$OUT/baseline_$split.html" > /dev/null
   run bdgf:classify MODEL="$OUT/baseline_$split.bdgf" SPECTRAL="$S" SAR="$A" OUTPUT="$OUT/baseline_${split}_map.tif" > /dev/null
   r=$(run bdgf:assess MAP="$OUT/baseline_${split}_map.tif" GROUND_TRUTH="$G" CLASS_FIELD=class \
       MODEL="$OUT/baseline_$split.bdgf" REPORT="$OUT/baseline_${split}_accuracy.html")
-  summary+=("random forest, $split split: OA $(get oa <<<"$r")%  AA $(get aa <<<"$r")%  Kappa $(get kappa <<<"$r")%")
+  summary+=("random forest, $split split: OA $(get OA <<<"$r")%  AA $(get AA <<<"$r")%  Kappa $(get KAPPA <<<"$r")%")
 done
 
 if "$QP" help bdgf:train >/dev/null 2>&1; then
-  run bdgf:pretrain SPECTRAL="$S" SAR="$A" STEPS="$DEMO_STEPS" PROFILE=fast SEED="$DEMO_SEED" \
+  run bdgf:pretrain SPECTRAL="$S" SAR="$A" STEPS="$DEMO_STEPS" PROFILE=1 SEED="$DEMO_SEED" \
       MODEL="$OUT/diffusion.bdgf" FEATURES="$OUT/diffusion_features.tif" > /dev/null
   run bdgf:train SPECTRAL="$S" SAR="$A" FEATURES="$OUT/diffusion_features.tif" GROUND_TRUTH="$G" CLASS_FIELD=class \
-      SAMPLES_PER_CLASS=50 SPLIT=polygons EPOCHS="$DEMO_EPOCHS" SEED="$DEMO_SEED" MODEL="$OUT/bdgf.bdgf" \
+      SAMPLES_PER_CLASS=50 SPLIT=0 EPOCHS="$DEMO_EPOCHS" SEED="$DEMO_SEED" MODEL="$OUT/bdgf.bdgf" \
       REPORT="$OUT/bdgf_training.html" > /dev/null
   run bdgf:classify MODEL="$OUT/bdgf.bdgf" SPECTRAL="$S" SAR="$A" FEATURES="$OUT/diffusion_features.tif" \
       OUTPUT="$OUT/bdgf_map.tif" CONFIDENCE="$OUT/bdgf_confidence.tif" ENTROPY="$OUT/bdgf_entropy.tif" > /dev/null
   r=$(run bdgf:assess MAP="$OUT/bdgf_map.tif" GROUND_TRUTH="$G" CLASS_FIELD=class MODEL="$OUT/bdgf.bdgf" \
       REPORT="$OUT/bdgf_accuracy.html")
-  summary+=("BDGF, polygons split:          OA $(get oa <<<"$r")%  AA $(get aa <<<"$r")%  Kappa $(get kappa <<<"$r")%")
+  summary+=("BDGF, polygons split:          OA $(get OA <<<"$r")%  AA $(get AA <<<"$r")%  Kappa $(get KAPPA <<<"$r")%")
   MAP="$OUT/bdgf_map.tif"
 else
   MAP="$OUT/baseline_polygons_map.tif"
