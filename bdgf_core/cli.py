@@ -72,8 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--groundtruth", required=True, help="labelled polygons (any OGR source) or a label raster")
         q.add_argument("--layer", default=None, help="layer of the ground-truth source (default: the first)")
         q.add_argument("--class-field", default="class")
-        q.add_argument("--samples-per-class", type=positive_int, default=samples)
-        q.add_argument("--split", choices=["polygons", "blocks", "pixels"], default="polygons")
+        q.add_argument("--test-groundtruth", default=None,
+                       help="a separate test layer (polygons or a label raster on the grid): the ground truth is then "
+                            "used whole for training/validation, this layer for the held-out accuracy")
+        q.add_argument("--test-layer", default=None, help="layer of the test ground-truth source (default: the first)")
+        q.add_argument("--samples-per-class", type=positive_int, default=samples,
+                       help="training pixels drawn per class (from the training side or layer only)")
+        q.add_argument("--split", choices=["polygons", "blocks", "pixels"], default="polygons",
+                       help="how the test (and validation) pixels are set apart; with --test-groundtruth, how the "
+                            "validation pixels are")
         q.add_argument("--block-size", type=positive_int, default=32)
         q.add_argument("--validation-share", type=share, default=val)
         q.add_argument("--seed", type=int, default=0)
@@ -99,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("assess", parents=[common], help="accuracy of a map against ground truth")
     a.add_argument("--map", required=True)
-    a.add_argument("--groundtruth", required=True)
+    a.add_argument("--groundtruth", required=True, help="labelled polygons (any OGR source) or a label raster")
     a.add_argument("--layer", default=None)
     a.add_argument("--class-field", default="class")
     a.add_argument("--model", default=None, help="the model that made the map: its training pixels are left out")
@@ -108,8 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--csv", default=None)
 
     from .commands_deep import add_deep_commands
+    from .commands_data import add_data_commands
 
     add_deep_commands(sub, common, training_args)
+    add_data_commands(sub, common)
     return p
 
 
@@ -175,7 +184,8 @@ def cmd_train_baseline(args, rep: Reporter) -> dict:
         check_writable(args.report)
     rep.progress(0.0, "reading")
     data = prepare_training(args.spectral, args.sar, args.groundtruth, args.class_field, args.samples_per_class,
-                            args.split, args.seed, args.validation_share, args.block_size, rep.sub(0, 0.2), args.layer)
+                            args.split, args.seed, args.validation_share, args.block_size, rep.sub(0, 0.2), args.layer,
+                            args.test_groundtruth, args.test_layer)
     labels = data.gt.labels.ravel()
     train = np.concatenate([data.split.train, data.split.val])  # a forest needs no validation set
     stats = (*data.spectral_stats, *data.sar_stats)
@@ -241,7 +251,7 @@ def cmd_classify(args, rep: Reporter) -> dict:
     from .atomic import check_writable
     from .inference import Inputs, classify
     from .models import check_inputs, classes_of, load_predictor
-    from .raster import RasterSource
+    from .raster import RasterSource, any_pixel_with_data
     from .devices import resolve_device
 
     for p in (args.out, args.confidence, args.entropy):
@@ -256,6 +266,9 @@ def cmd_classify(args, rep: Reporter) -> dict:
     if meta["kind"] == "bdgf":
         feats = _feature_source(args, meta, spec, rep)
     check_inputs(meta, spec.bands, sar.bands, feats.bands if feats is not None else None)
+    if not any_pixel_with_data([spec, sar]):
+        raise BdgfError("the spectral and SAR rasters have no pixel with data in both (all nodata or NaN); "
+                        "check their nodata values and that they cover the same area")
     rep.info(f"model {Path(args.model).name} ({meta['kind']}), device {device}")
     out = classify(predictor, Inputs(spec, sar, feats), args.out, classes_of(meta), args.confidence, args.entropy,
                    args.memory_mb, rep)
@@ -277,7 +290,7 @@ def _feature_source(args, meta, spec, rep):
 
 def cmd_assess(args, rep: Reporter) -> dict:
     from .atomic import check_writable
-    from .groundtruth import load_ground_truth
+    from .groundtruth import ClassInfo, known_classes, load_ground_truth
     from .metrics import assess
     from .modelfile import load_model
     from .raster import RasterSource
@@ -287,7 +300,11 @@ def cmd_assess(args, rep: Reporter) -> dict:
         if p:
             check_writable(p)
     m = RasterSource(args.map, what="classification map")
-    gt = load_ground_truth(args.groundtruth, m.grid, args.class_field, args.layer)
+    tensors, meta = load_model(args.model) if args.model else ({}, {})
+    # The model's classes (or the map's categories) give a text class field the codes the map uses.
+    known = [ClassInfo(int(c["code"]), c["name"], c["color"]) for c in meta.get("classes", [])] \
+        or known_classes(args.map)
+    gt = load_ground_truth(args.groundtruth, m.grid, args.class_field, args.layer, classes=known)
     classmap = m.read()[0]
     labels = gt.labels.ravel()
     pixels = np.flatnonzero(labels > 0)
@@ -295,11 +312,12 @@ def cmd_assess(args, rep: Reporter) -> dict:
     names = {c.code: c.name for c in gt.classes}
     colors = {c.code: c.color for c in gt.classes}
     if args.model:
-        tensors, meta = load_model(args.model)
         summary = meta.get("split")
         names.update({c["code"]: c["name"] for c in meta["classes"]})
         colors.update({c["code"]: c["color"] for c in meta["classes"]})
-        same_gt = meta.get("groundtruth") == str(Path(args.groundtruth).resolve())
+        # The layer the model's test pixels were drawn from: its test layer, or its (split) ground truth.
+        held_out = (summary or {}).get("test_groundtruth") or meta.get("groundtruth")
+        same_gt = held_out == str(Path(args.groundtruth).resolve())
         if same_gt and "split.test" in tensors and m.grid.same_as(_grid_from(meta["grid"])):
             pixels = np.intersect1d(pixels, tensors["split.test"])
             note = f"the model's held-out test pixels ({summary.get('strategy')} split)"

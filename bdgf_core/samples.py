@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .errors import BdgfError
-from .groundtruth import GroundTruth, load_ground_truth
+from .groundtruth import GroundTruth, load_ground_truth, merge_fixed
 from .normalise import band_stats
 from .progress import Reporter
 from .raster import RasterSource
-from .sampling import Split, split_samples
+from .sampling import Split, split_fixed, split_samples
 
 
 @dataclass
@@ -57,12 +58,28 @@ def values_at(src: RasterSource, flat: np.ndarray, strip_rows: int = 256) -> np.
 
 def prepare_training(spectral: str, sar: str, groundtruth: str, class_field: str, samples_per_class: int,
                      split: str, seed: int, validation_share: float, block_size: int, rep: Reporter,
-                     layer: str | None = None) -> TrainingData:
+                     layer: str | None = None, test_groundtruth: str | None = None,
+                     test_layer: str | None = None) -> TrainingData:
+    """Open the inputs, read the ground truth onto the spectral grid and split it.
+
+    With ``test_groundtruth`` (polygons or a label raster) the training ground truth is used whole
+    for training and validation and the test layer gives the held-out pixels; ``split`` then
+    says how the validation share is taken. Without it, ``split`` divides the one ground truth.
+    """
+    if test_layer and not test_groundtruth:
+        raise BdgfError("a test layer name was given without a test ground truth; give --test-groundtruth too")
     spec, sar_src = open_inputs(spectral, sar, rep)
     gt = load_ground_truth(groundtruth, spec.grid, class_field, layer)
     rep.info(f"ground truth: {len(gt.classes)} classes, {int((gt.labels > 0).sum())} labelled pixels")
+    test_gt = None
+    if test_groundtruth:
+        test_gt = load_ground_truth(test_groundtruth, spec.grid, class_field, test_layer, classes=gt.classes)
+        rep.info(f"test ground truth: {len(test_gt.classes)} classes, {int((test_gt.labels > 0).sum())} labelled "
+                 "pixels")
+        train_gt, gt = gt, merge_fixed(gt, test_gt)
     # Labelled pixels where an input is nodata cannot be used.
-    flat = np.flatnonzero(gt.labels.ravel() > 0)
+    labelled = gt.labels if test_gt is None else np.maximum(gt.labels, test_gt.labels)
+    flat = np.flatnonzero(labelled.ravel() > 0)
     ok = np.isfinite(values_at(spec, flat)).all(1) & np.isfinite(values_at(sar_src, flat)).all(1)
     if not ok.any():
         raise BdgfError("every labelled pixel is nodata in the spectral or SAR raster; check the inputs' nodata "
@@ -71,12 +88,19 @@ def prepare_training(spectral: str, sar: str, groundtruth: str, class_field: str
         rep.warning(f"{int((~ok).sum())} labelled pixels are nodata in an input and are left out")
     valid = np.zeros(gt.labels.size, bool)
     valid[flat[ok]] = True
-    sp = split_samples(gt, samples_per_class, split, seed, validation_share, block_size=block_size,
-                       valid=valid.reshape(gt.labels.shape))
+    valid = valid.reshape(gt.labels.shape)
+    if test_gt is None:
+        sp = split_samples(gt, samples_per_class, split, seed, validation_share, block_size=block_size, valid=valid)
+        label = "the paper's random pixel split (test pixels neighbour training pixels: accuracy is optimistic)" \
+            if split == "pixels" else f"a spatial split by {split}"
+    else:
+        sp = split_fixed(train_gt, test_gt, samples_per_class, split, seed, validation_share, block_size, valid)
+        sp.summary["groundtruth"] = str(Path(groundtruth).resolve())
+        sp.summary["test_groundtruth"] = str(Path(test_groundtruth).resolve())
+        label = (f"fixed sets: training from {Path(groundtruth).name}, testing on {Path(test_groundtruth).name}"
+                 + (f" (validation by {split})" if validation_share > 0 else ""))
     for w in sp.warnings:
         rep.warning(w)
-    label = "the paper's random pixel split (test pixels neighbour training pixels: accuracy is optimistic)" \
-        if split == "pixels" else f"a spatial split by {split}"
     rep.info(f"split: {label}; seed {seed}; {sp.train.size} training, {sp.val.size} validation, "
              f"{sp.test.size} test pixels")
     s_stats = band_stats(lambda a, b: spec.read(a, b), spec.height, spec.width, "spectral raster", seed)

@@ -4,8 +4,14 @@
   protocol; neighbours of training pixels end up in the test set, which flatters accuracy).
 - ``polygons``: whole ground-truth regions (polygons, or connected regions of a label raster) go
   to one side, per class; N training pixels are drawn from the training regions only.
-- ``blocks``: a grid of square blocks; each block goes whole to one side.
-The validation share is taken the same way as the test split.
+- ``blocks``: a grid of square blocks; each block goes whole to one side (training,
+  validation or test) for every class.
+The validation share is taken the same way as the test split. A class that cannot be split
+spatially (a single polygon, or all its blocks on one side) falls back to random pixels for that
+class only, with a warning that names it.
+
+``split_fixed`` is for a separate test layer: the training layer is used whole for training and
+validation, the test layer for the held-out accuracy.
 """
 from __future__ import annotations
 
@@ -35,16 +41,7 @@ def split_samples(gt: GroundTruth, samples_per_class: int, strategy: str = "poly
                   validation_share: float = 0.0, test_share: float = 0.5, block_size: int = 32,
                   valid: np.ndarray | None = None) -> Split:
     """Split the labelled pixels of ``gt`` (optionally only where ``valid``) into train/val/test."""
-    if strategy not in STRATEGIES:
-        raise BdgfError(f"unknown split {strategy!r}; use one of {', '.join(STRATEGIES)}")
-    if samples_per_class <= 0:
-        raise BdgfError(f"samples per class must be positive, got {samples_per_class}")
-    if not 0.0 <= validation_share < 1.0:
-        raise BdgfError(f"the validation share must be in [0, 1), got {validation_share}")
-    if not 0.0 < test_share < 1.0:
-        raise BdgfError(f"the test share must be in (0, 1), got {test_share}")
-    if strategy == "blocks" and block_size < 2:
-        raise BdgfError(f"the block size must be at least 2 pixels, got {block_size}")
+    _check(strategy, samples_per_class, validation_share, test_share, block_size)
     labels = gt.labels.ravel()
     lab_ok = labels > 0
     if valid is not None:
@@ -62,23 +59,18 @@ def split_samples(gt: GroundTruth, samples_per_class: int, strategy: str = "poly
         rows, cols = np.divmod(np.arange(labels.size), width)
         nbx = -(-width // block_size)
         units = (rows // block_size) * nbx + cols // block_size + 1
-        ids = np.unique(units[lab_ok])
-        held = set(ids[rng.random(ids.size) < test_share].tolist())
-        unit_test = {u: (u in held) for u in ids.tolist()}
+        unit_side = _block_sides(np.unique(units[lab_ok]), test_share, validation_share, rng)
     else:
         units = gt.regions.ravel()
-        unit_test = None
+        unit_side = None
 
     train, val, test = [], [], []
     summary: dict = {"strategy": strategy, "seed": seed, "samples_per_class": samples_per_class,
                      "validation_share": validation_share, "classes": {}}
     for c in codes:
         idx = np.flatnonzero(lab_ok & (labels == c))
-        tr_pool, te, units_info = _class_sides(idx, units, strategy, unit_test, test_share, rng, names[c], warnings)
-        # Validation: whole regions/blocks of the training side when the split is spatial.
-        va = np.empty(0, np.int64)
-        if validation_share > 0 and tr_pool.size:
-            tr_pool, va = _take_validation(tr_pool, units, strategy, validation_share, rng, names[c], warnings)
+        tr_pool, va, te, units_info = _class_sides(idx, units, strategy, unit_side, test_share, validation_share,
+                                                   rng, names[c], warnings)
         n = samples_per_class
         if strategy == "pixels" and tr_pool.size + te.size <= n:
             # Too few pixels for N training pixels and a test set: all but a test share.
@@ -113,43 +105,79 @@ def split_samples(gt: GroundTruth, samples_per_class: int, strategy: str = "poly
     return sp
 
 
-def _class_sides(idx, units, strategy, unit_test, test_share, rng, name, warnings):
-    """(training pool, test pixels, info) for one class."""
+TRAIN, VALIDATION, TEST = 0, 1, 2
+
+
+def _block_sides(ids: np.ndarray, test_share: float, validation_share: float, rng) -> dict[int, int]:
+    """Each block id -> TRAIN, VALIDATION or TEST, for all classes at once."""
+    r = rng.random(ids.size)
+    side = np.where(r < test_share, TEST, TRAIN)
+    if validation_share > 0:
+        v = rng.random(ids.size)
+        side[(side == TRAIN) & (v < validation_share)] = VALIDATION
+    return dict(zip(ids.tolist(), side.tolist()))
+
+
+def _pixel_fallback(idx, test_share, validation_share, rng):
+    perm = rng.permutation(idx)
+    k = max(1, int(round(idx.size * test_share)))
+    tr, te = perm[k:], perm[:k]
+    tr, va = _take_validation(tr, None, "pixels", validation_share, rng, "", [])
+    return tr, va, te
+
+
+def _class_sides(idx, units, strategy, unit_side, test_share, validation_share, rng, name, warnings):
+    """(training pool, validation, test pixels, info) for one class."""
+    empty = np.empty(0, np.int64)
     if strategy == "pixels":
-        return idx, np.empty(0, np.int64), {}
+        tr, va = _take_validation(idx, units, strategy, validation_share, rng, name, warnings)
+        return tr, va, empty, {}
     u = units[idx]
     if strategy == "blocks":
-        is_test = np.array([unit_test[x] for x in u.tolist()], bool)
-        tr, te = idx[~is_test], idx[is_test]
-        info = {"train_blocks": int(np.unique(u[~is_test]).size), "test_blocks": int(np.unique(u[is_test]).size)}
+        side = np.array([unit_side[x] for x in u.tolist()], np.int8)
+        tr, va, te = idx[side == TRAIN], idx[side == VALIDATION], idx[side == TEST]
+        info = {f"{k}_blocks": int(np.unique(u[side == s]).size)
+                for k, s in (("train", TRAIN), ("validation", VALIDATION), ("test", TEST))}
         if tr.size == 0 or te.size == 0:
-            warnings.append(f"class {name!r}: all its blocks fell on one side; falling back to a random "
-                            "pixel split for this class only (its test pixels neighbour training pixels)")
-            perm = rng.permutation(idx)
-            k = max(1, int(round(idx.size * test_share)))
-            tr, te = perm[k:], perm[:k]
-        return tr, te, info
+            warnings.append(f"class {name!r}: its blocks hold no {'training' if tr.size == 0 else 'test'} side; "
+                            "falling back to a random pixel split for this class only (its test pixels neighbour "
+                            "training pixels)")
+            tr, va, te = _pixel_fallback(idx, test_share, validation_share, rng)
+            info["fallback"] = "pixels"
+        elif validation_share > 0 and va.size == 0:
+            warnings.append(f"class {name!r} has no pixel in the validation blocks; it has no validation pixels")
+        return tr, va, te, info
     # polygons: whole regions per class, aiming at the test share of pixels
     ids, sizes = np.unique(u, return_counts=True)
     if ids.size < 2:
         warnings.append(f"class {name!r} has a single polygon, so it cannot be tested on separate regions; "
                         "falling back to a random pixel split for this class only")
-        perm = rng.permutation(idx)
-        k = max(1, int(round(idx.size * test_share)))
-        return perm[k:], perm[:k], {"train_polygons": 1, "test_polygons": 1, "fallback": "pixels"}
-    order = rng.permutation(ids.size)
-    target = test_share * idx.size
+        tr, va, te = _pixel_fallback(idx, test_share, validation_share, rng)
+        return tr, va, te, {"train_polygons": 1, "validation_polygons": int(va.size > 0), "test_polygons": 1,
+                            "fallback": "pixels"}
+    held = _whole_units(ids, sizes, test_share * idx.size, rng)
+    is_test = np.isin(u, held)
+    tr, te = idx[~is_test], idx[is_test]
+    tr, va = _take_validation(tr, units, strategy, validation_share, rng, name, warnings)
+    return tr, va, te, {"train_polygons": int(np.unique(units[tr]).size),
+                        "validation_polygons": int(np.unique(units[va]).size), "test_polygons": len(held)}
+
+
+def _whole_units(ids, sizes, target, rng) -> list:
+    """Regions, in random order, until their pixels reach ``target``; at least one is left out."""
     held, acc = [], 0
-    for j in order:
+    for j in rng.permutation(ids.size):
         if acc >= target or len(held) == ids.size - 1:
             break
         held.append(ids[j])
         acc += sizes[j]
-    is_test = np.isin(u, held)
-    return idx[~is_test], idx[is_test], {"train_polygons": int(ids.size - len(held)), "test_polygons": len(held)}
+    return held
 
 
 def _take_validation(pool, units, strategy, share, rng, name, warnings):
+    """(training pool, validation pixels): random pixels, or whole regions of the pool."""
+    if share <= 0 or pool.size == 0:
+        return pool, np.empty(0, np.int64)
     if strategy == "pixels":
         perm = rng.permutation(pool)
         k = int(round(pool.size * share))
@@ -160,11 +188,101 @@ def _take_validation(pool, units, strategy, share, rng, name, warnings):
         warnings.append(f"class {name!r} has too few training regions for a spatially separate "
                         "validation set; it has none")
         return pool, np.empty(0, np.int64)
-    target, held, acc = share * pool.size, [], 0
-    for j in rng.permutation(ids.size):
-        if acc >= target or len(held) == ids.size - 1:
-            break
-        held.append(ids[j])
-        acc += sizes[j]
-    is_val = np.isin(u, held)
+    is_val = np.isin(u, _whole_units(ids, sizes, share * pool.size, rng))
     return pool[~is_val], pool[is_val]
+
+
+def split_fixed(train: GroundTruth, test: GroundTruth, samples_per_class: int, strategy: str = "polygons",
+                seed: int = 0, validation_share: float = 0.0, block_size: int = 32,
+                valid: np.ndarray | None = None) -> Split:
+    """A fixed training layer and a separate test layer (same grid, codes agreed).
+
+    Training and validation pixels come from ``train`` only: the validation share is taken by
+    ``strategy`` (whole polygons, whole blocks or random pixels), then up to ``samples_per_class``
+    training pixels per class are drawn from the rest. Every labelled pixel of ``test`` whose class
+    the training layer has is a test pixel, except where the two layers overlap.
+    """
+    _check(strategy, samples_per_class, validation_share, 0.5, block_size)
+    if train.labels.shape != test.labels.shape:
+        raise BdgfError("the training and test ground truths are on different grids; read both onto the "
+                        "spectral raster's grid")
+    rng = np.random.default_rng(seed)
+    warnings: list[str] = []
+    names = {c.code: c.name for c in train.classes}
+    tr_lab, te_lab = train.labels.ravel(), test.labels.ravel()
+    ok = np.ones(tr_lab.size, bool) if valid is None else valid.ravel().astype(bool)
+    tr_ok, te_ok = ok & (tr_lab > 0), ok & (te_lab > 0)
+    both = tr_ok & te_ok
+    if both.any():
+        warnings.append(f"{int(both.sum())} pixels are labelled in both the training and the test layer; they "
+                        "are left out of the test set")
+        te_ok &= ~both
+    unknown = sorted(set(np.unique(te_lab[te_ok]).tolist()) - set(names))
+    if unknown:
+        tnames = {c.code: c.name for c in test.classes}
+        for c in unknown:
+            warnings.append(f"class {tnames.get(c, f'class {c}')!r} (code {c}) of the test layer is not in the "
+                            f"training layer; its {int((te_ok & (te_lab == c)).sum())} test pixels are left out")
+        te_ok &= ~np.isin(te_lab, unknown)
+    codes = [c for c in sorted(names) if (tr_ok & (tr_lab == c)).any()]
+    for c in sorted(set(names) - set(codes)):
+        raise BdgfError(f"class {names[c]!r} (code {c}) has no labelled pixel of the training layer inside the "
+                        "raster's valid area; remove it or add training polygons for it inside the raster")
+    if strategy == "blocks":
+        width = train.labels.shape[1]
+        rows, cols = np.divmod(np.arange(tr_lab.size), width)
+        units = (rows // block_size) * -(-width // block_size) + cols // block_size + 1
+        unit_side = _block_sides(np.unique(units[tr_ok]), 0.0, validation_share, rng)
+    else:
+        units, unit_side = train.regions.ravel(), None
+    tr_regions, te_units = train.regions.ravel(), test.regions.ravel()
+    summary: dict = {"strategy": "fixed", "validation_strategy": strategy, "seed": seed,
+                     "samples_per_class": samples_per_class, "validation_share": validation_share, "classes": {}}
+    train_sets, val_sets, test_sets = [], [], []
+    n = samples_per_class
+    for c in codes:
+        pool = np.flatnonzero(tr_ok & (tr_lab == c))
+        te = np.flatnonzero(te_ok & (te_lab == c))
+        if strategy == "blocks":
+            side = np.array([unit_side[x] for x in units[pool].tolist()], np.int8)
+            tr, va = pool[side == TRAIN], pool[side == VALIDATION]
+            if tr.size == 0:
+                warnings.append(f"class {names[c]!r}: all its training blocks fell on the validation side; it has "
+                                "no validation pixels")
+                tr, va = pool, np.empty(0, np.int64)
+            info = {"train_blocks": int(np.unique(units[tr]).size), "validation_blocks": int(np.unique(units[va]).size)}
+        else:
+            tr, va = _take_validation(pool, units, strategy, validation_share, rng, names[c], warnings)
+            info = {"validation_polygons": int(np.unique(tr_regions[va]).size)} if strategy == "polygons" else {}
+        # Regions of each layer on its side (a region of the training layer may hold validation pixels too).
+        info["train_polygons"] = int(np.unique(tr_regions[tr]).size)
+        info["test_polygons"] = int(np.unique(te_units[te]).size)
+        if tr.size < n:
+            warnings.append(f"class {names[c]!r} has {tr.size} training pixels in the training layer, fewer than "
+                            f"the {n} requested; all of them are used")
+        chosen = rng.permutation(tr)[:n]
+        if te.size == 0:
+            warnings.append(f"class {names[c]!r} has no pixel in the test layer; its accuracy cannot be assessed")
+        train_sets.append(chosen)
+        val_sets.append(va)
+        test_sets.append(te)
+        summary["classes"][str(c)] = {"name": names[c], "train": int(chosen.size), "validation": int(va.size),
+                                      "test": int(te.size), **info}
+    sp = Split(np.sort(np.concatenate(train_sets)), np.sort(np.concatenate(val_sets)),
+               np.sort(np.concatenate(test_sets)), "fixed", seed, summary, warnings)
+    summary["train"], summary["validation"], summary["test"] = int(sp.train.size), int(sp.val.size), int(sp.test.size)
+    summary["warnings"] = warnings
+    return sp
+
+
+def _check(strategy, samples_per_class, validation_share, test_share, block_size) -> None:
+    if strategy not in STRATEGIES:
+        raise BdgfError(f"unknown split {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    if samples_per_class <= 0:
+        raise BdgfError(f"samples per class must be positive, got {samples_per_class}")
+    if not 0.0 <= validation_share < 1.0:
+        raise BdgfError(f"the validation share must be in [0, 1), got {validation_share}")
+    if not 0.0 < test_share < 1.0:
+        raise BdgfError(f"the test share must be in (0, 1), got {test_share}")
+    if strategy == "blocks" and block_size < 2:
+        raise BdgfError(f"the block size must be at least 2 pixels, got {block_size}")

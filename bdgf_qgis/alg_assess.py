@@ -16,7 +16,8 @@ class AssessAlgorithm(BdgfAlgorithm):
     DISPLAY_NAME = "Assess accuracy"
     GROUP = "Accuracy"
     GROUP_ID = "accuracy"
-    INTRO = ("Compares a class map with ground-truth polygons and writes a report with the confusion "
+    INTRO = ("Compares a class map with ground truth (polygons, or a label raster such as the test labels "
+             "of 'Import paper scene (.mat)') and writes a report with the confusion "
              "matrix, per-class accuracy, overall accuracy (OA), average accuracy (AA) and Cohen's "
              "kappa, all in percent.")
 
@@ -57,7 +58,7 @@ class AssessAlgorithm(BdgfAlgorithm):
         csv_path = self.output_path(parameters, self.CSV, context)
         field = self.field_name(parameters, self.CLASS_FIELD, context)
         args = ["--map", self.raster_path(parameters, self.MAP, context),
-                "--groundtruth", self.vector_path(parameters, self.GROUND_TRUTH, context, feedback, field),
+                "--groundtruth", self.ground_truth_path(parameters, self.GROUND_TRUTH, context, feedback, field),
                 "--class-field", field]
         model = self.file_path(parameters, self.MODEL, context)
         if model:

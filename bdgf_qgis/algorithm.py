@@ -15,9 +15,9 @@ from qgis.core import (
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterField,
+    QgsProcessingParameterMapLayer,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
-    QgsProcessingParameterVectorLayer,
     QgsProcessingUtils,
     QgsProviderRegistry,
     QgsRasterLayer,
@@ -40,9 +40,12 @@ DEVICE_HELP = ("Where the network runs: 0 = auto (the GPU when PyTorch sees one,
                "says which), 1 = cpu, 2 = cuda (fails clearly when no GPU is usable, never falls back "
                "silently). From qgis_process pass the number.")
 SPLIT_HELP = ("How labelled pixels are divided into training and test sets: 0 = polygons (whole "
-              "polygons go to one side: honest accuracy, the default), 1 = blocks (square blocks of "
-              "pixels, 32 by default), 2 = pixels (random pixels: neighbouring training and test patches "
-              "overlap and flatter the accuracy). From qgis_process pass the number.")
+              "polygons, or connected regions of a label raster, go to one side: honest accuracy, the "
+              "default), 1 = blocks (square blocks of pixels, 32 by default), 2 = pixels (the paper's "
+              "random pixels: neighbouring training and test patches overlap and flatter the accuracy). "
+              "The validation share is set apart the same way. With a test ground truth, only the "
+              "validation share is split this way. From qgis_process pass the number.")
+GROUND_TRUTH_TYPES = [QgsProcessing.TypeVectorAnyGeometry, QgsProcessing.TypeRaster]
 
 
 class BdgfAlgorithm(QgsProcessingAlgorithm):
@@ -154,6 +157,26 @@ class BdgfAlgorithm(QgsProcessingAlgorithm):
         if layer is None:
             raise QgsProcessingException(f"{self._desc(pid)} ({pid}): no vector layer was given or it "
                                          "could not be opened.")
+        if field and layer.fields().indexOf(field) < 0:
+            names = ", ".join(layer.fields().names())
+            raise QgsProcessingException(f"{self._desc(pid)} ({pid}) has no field '{field}'; its fields "
+                                         f"are: {names}. Choose the field holding the class codes.")
+        return vector_layer_path(layer, feedback)
+
+    def ground_truth_path(self, parameters, pid: str, context, feedback, field: Optional[str] = None,
+                          optional: bool = False) -> Optional[str]:
+        """A file path for a ground-truth parameter: labelled polygons (see vector_path) or a label raster."""
+        layer = self.parameterAsLayer(parameters, pid, context)
+        if layer is None:
+            if optional and not parameters.get(pid):
+                return None
+            raise QgsProcessingException(f"{self._desc(pid)} ({pid}): no layer was given or it could not be "
+                                         "opened; give labelled polygons or a label raster.")
+        if isinstance(layer, QgsRasterLayer):
+            return raster_layer_path(layer, f"{self._desc(pid)} ({pid})")
+        if not isinstance(layer, QgsVectorLayer):
+            raise QgsProcessingException(f"{self._desc(pid)} ({pid}) is neither a vector layer nor a raster; give "
+                                         "labelled polygons or a label raster.")
         if field and layer.fields().indexOf(field) < 0:
             names = ", ".join(layer.fields().names())
             raise QgsProcessingException(f"{self._desc(pid)} ({pid}) has no field '{field}'; its fields "
@@ -298,26 +321,34 @@ def add_inputs(alg: BdgfAlgorithm, spectral: bool = True, sar: bool = True, feat
 
 
 def add_ground_truth(alg: BdgfAlgorithm) -> None:
-    alg.add(QgsProcessingParameterVectorLayer("GROUND_TRUTH", "Ground truth polygons",
-                                              [QgsProcessing.TypeVectorAnyGeometry]),
-            "Labelled polygons (or points) with an integer class code per feature, any OGR source; "
-            "memory layers and filtered layers are exported to a temporary GeoPackage first.")
+    alg.add(QgsProcessingParameterMapLayer("GROUND_TRUTH", "Ground truth (polygons or label raster)",
+                                           types=GROUND_TRUTH_TYPES),
+            "Labelled polygons (or points) with an integer class code per feature, any OGR source "
+            "(memory layers and filtered layers are exported to a temporary GeoPackage first), or a "
+            "label raster on the grid of the image (class codes, 0 = unlabelled).")
     # Optional only because QGIS 3.22 rejects a missing field value even when it has a default;
     # left empty, the field 'class' is used.
     alg.add(QgsProcessingParameterField("CLASS_FIELD", "Class field", defaultValue="class",
                                         parentLayerParameterName="GROUND_TRUTH",
                                         type=QgsProcessingParameterField.Numeric, optional=True),
             "Integer field of the ground truth holding the class codes (1..255; 0 means "
-            "unlabelled); default 'class', also used when left empty.")
+            "unlabelled); default 'class', also used when left empty. Ignored for a label raster.")
 
 
 def add_sampling(alg: BdgfAlgorithm, validation_default: float, block_size: bool) -> None:
     alg.add(QgsProcessingParameterNumber("SAMPLES_PER_CLASS", "Training samples per class",
                                          QgsProcessingParameterNumber.Integer, 50, minValue=1, maxValue=1000000),
-            "Labelled pixels drawn per class for training, 1 to 1000000; default 50 (the paper's "
-            "few-label setting). The rest of the labelled pixels are held out for testing.")
+            "Labelled pixels drawn per class for training, from the training side of the split only, 1 "
+            "to 1000000; default 50 (the paper's few-label setting). The test pixels are held out. With "
+            "a test ground truth they are drawn from the ground truth; give a large number to use all of it.")
     alg.add(QgsProcessingParameterEnum("SPLIT", "Train/test split", options=list(SPLITS), defaultValue=0),
             SPLIT_HELP)
+    alg.add(QgsProcessingParameterMapLayer("TEST_GROUND_TRUTH", "Test ground truth (fixed test set)",
+                                           optional=True, types=GROUND_TRUTH_TYPES),
+            "Optional separate test set: labelled polygons (same class field) or a label raster on the "
+            "image's grid. When given, the ground truth is used whole for training and validation and "
+            "this layer alone for the held-out accuracy (e.g. the official train/test split of a scene "
+            "from 'Import paper scene (.mat)').")
     if block_size:
         alg.add(QgsProcessingParameterNumber("BLOCK_SIZE", "Block size of the block split (pixels)",
                                              QgsProcessingParameterNumber.Integer, 32, minValue=1, maxValue=100000),
@@ -326,8 +357,9 @@ def add_sampling(alg: BdgfAlgorithm, validation_default: float, block_size: bool
     alg.add(QgsProcessingParameterNumber("VALIDATION_SHARE", "Validation share",
                                          QgsProcessingParameterNumber.Double, validation_default,
                                          minValue=0.0, maxValue=0.9),
-            f"Share of the training samples kept apart for validation, 0 to 0.9; default "
-            f"{validation_default:g}.", advanced=True)
+            f"Share of the training side's labelled pixels set apart for validation (whole polygons or "
+            f"blocks, or random pixels, as the split), before the training samples are drawn from the "
+            f"rest; 0 to 0.9; default {validation_default:g}.", advanced=True)
 
 
 def check_validation_share(alg: BdgfAlgorithm, parameters, context):
@@ -340,14 +372,18 @@ def check_validation_share(alg: BdgfAlgorithm, parameters, context):
 
 
 def sampling_args(alg: BdgfAlgorithm, parameters, context, feedback, features: bool = False) -> list:
-    """--spectral/--sar[/--features]/--groundtruth/--class-field/--samples-per-class/--split/--validation-share."""
+    """--spectral/--sar[/--features]/--groundtruth[/--test-groundtruth]/--class-field/--samples-per-class/--split/
+    --validation-share."""
     field = alg.field_name(parameters, "CLASS_FIELD", context)
     args = ["--spectral", alg.raster_path(parameters, "SPECTRAL", context),
             "--sar", alg.raster_path(parameters, "SAR", context)]
     if features:
         args += ["--features", alg.raster_path(parameters, "FEATURES", context)]
-    args += ["--groundtruth", alg.vector_path(parameters, "GROUND_TRUTH", context, feedback, field),
-             "--class-field", field,
+    args += ["--groundtruth", alg.ground_truth_path(parameters, "GROUND_TRUTH", context, feedback, field)]
+    test = alg.ground_truth_path(parameters, "TEST_GROUND_TRUTH", context, feedback, field, optional=True)
+    if test:
+        args += ["--test-groundtruth", test]
+    args += ["--class-field", field,
              "--samples-per-class", alg.parameterAsInt(parameters, "SAMPLES_PER_CLASS", context),
              "--split", alg.split(parameters, context),
              "--validation-share", repr(float(alg.parameterAsDouble(parameters, "VALIDATION_SHARE", context)))]

@@ -14,11 +14,12 @@ ICON_PATH = Path(__file__).resolve().parent.parent / "resources" / "icon.svg"
 LOG_TAG = "BDGF"
 
 #: Algorithms the provider registers, by name(); edit to match what the runtime supports.
-ALGORITHMS = ("generate_scene", "pretrain", "train", "train_baseline", "classify", "assess")
+ALGORITHMS = ("generate_scene", "import_mat", "pretrain", "train", "train_baseline", "classify", "assess")
 
 #: name() -> (module of this package, class)
 _CLASSES = {
     "generate_scene": ("alg_generate_scene", "GenerateSceneAlgorithm"),
+    "import_mat": ("alg_import_mat", "ImportMatAlgorithm"),
     "train_baseline": ("alg_train_baseline", "TrainBaselineAlgorithm"),
     "classify": ("alg_classify", "ClassifyAlgorithm"),
     "assess": ("alg_assess", "AssessAlgorithm"),

@@ -96,3 +96,64 @@ def test_scene_ground_truth_matches_raster(small_scene):
     assert gt.labels.shape == (48, 48)
     assert set(gt.counts()) <= set(range(1, 8)) and len(gt.counts()) >= 5
     assert [c.name for c in gt.classes][:2] == ["water", "forest"]
+
+
+def test_second_layer_with_class_names_takes_the_first_layers_codes(tmp_path):
+    first = load_ground_truth(_polys(tmp_path / "a.gpkg", [(box(0, 0, 5, 5), "water"), (box(5, 5, 10, 10), "forest")],
+                                     field_type=ogr.OFTString, field="lc"), _grid(), "lc")
+    # the test layer lacks 'forest' and adds 'grass': sorted alone it would code water 2 -> 1
+    p = _polys(tmp_path / "b.gpkg", [(box(0, 0, 3, 3), "water"), (box(6, 6, 9, 9), "grass")],
+               field_type=ogr.OFTString, field="lc")
+    second = load_ground_truth(p, _grid(), "lc", classes=first.classes)
+    codes = {c.name: c.code for c in second.classes}
+    assert codes == {"water": 2, "grass": 3}
+    assert second.labels[9, 0] == 2
+
+
+def test_numeric_codes_take_known_names(tmp_path):
+    from bdgf_core.groundtruth import ClassInfo
+
+    p = _polys(tmp_path / "a.gpkg", [(box(0, 0, 5, 5), 4)])
+    gt = load_ground_truth(p, _grid(), classes=[ClassInfo(4, "meadow", "#123456")])
+    assert [(c.code, c.name, c.color) for c in gt.classes] == [(4, "meadow", "#123456")]
+
+
+def test_label_raster_regions_are_8_connected_and_categories_name_classes(tmp_path):
+    from bdgf_core.raster import create_raster
+    from osgeo import gdal
+
+    lab = np.zeros((10, 10), np.uint8)
+    lab[0:2, 0:2] = 1
+    lab[2:4, 2:4] = 1   # touches the first square at a corner only: one region
+    lab[7:9, 7:9] = 1
+    lab[5, 0] = 2
+    p = tmp_path / "lab.tif"
+    with create_raster(p, _grid(), 1, gdal.GDT_Byte, 0) as w:
+        w.write(0, 0, lab)
+        w.set_categories([1, 2], ["Forest", "Water"], ["#112233", "#445566"])
+    gt = load_ground_truth(p, _grid())
+    assert len(np.unique(gt.regions[gt.labels == 1])) == 2
+    assert [(c.code, c.name, c.color) for c in gt.classes] == [(1, "Forest", "#112233"), (2, "Water", "#445566")]
+
+
+def test_label_raster_with_fractions_or_too_many_values_is_refused(tmp_path):
+    img = np.linspace(0, 3, 100, dtype=np.float32).reshape(10, 10)
+    p = write_array(tmp_path / "img.tif", img, _grid())
+    with pytest.raises(BdgfError, match="fractional"):
+        load_ground_truth(p, _grid())
+    many = np.arange(400, dtype=np.int32).reshape(20, 20)
+    g = Grid(20, 20, (0.0, 1.0, 0.0, 20.0, 0.0, -1.0), _grid().crs_wkt)
+    p = write_array(tmp_path / "many.tif", many, g)
+    with pytest.raises(BdgfError, match="distinct values"):
+        load_ground_truth(p, g)
+
+
+def test_merge_fixed_keeps_training_labels_and_adds_known_test_labels():
+    from bdgf_core.groundtruth import ClassInfo, GroundTruth, merge_fixed
+
+    tr = np.zeros((4, 4), np.int32); tr[0, :2] = 1; tr[1, :2] = 2
+    te = np.zeros((4, 4), np.int32); te[0, 0] = 2; te[3, :] = 1; te[2, 0] = 5
+    cls = [ClassInfo(1, "a", "#000000"), ClassInfo(2, "b", "#000000")]
+    m = merge_fixed(GroundTruth(tr, (tr > 0).astype(np.int32), cls), GroundTruth(te, (te > 0) * 7, cls))
+    assert m.labels[0, 0] == 1 and (m.labels[3] == 1).all() and m.labels[2, 0] == 0
+    assert m.regions[3, 0] == 1 + 7 and m.classes == cls

@@ -120,3 +120,131 @@ def test_trento_real_labels_polygon_split():
         assert not set(reg[sp.test][l[sp.test] == c]) & set(reg[sp.train][l[sp.train] == c])
     assert len(np.unique(lab[lab > 0])) == 6
     assert (np.bincount(lab.ravel()[sp.train]) [1:] <= 50).all()
+
+
+# --- blocks: whole blocks on one side for every class, validation included ---------------------
+
+def _block_ids(idx, w, size):
+    return set(((idx // w) // size * 1000 + (idx % w) // size).tolist())
+
+
+def test_block_split_validation_blocks_are_whole_and_shared_by_no_class():
+    gt = _blocks_scene()
+    w = gt.labels.shape[1]
+    sp = split_samples(gt, 1000, "blocks", seed=3, block_size=10, validation_share=0.4)
+    tr, va, te = (_block_ids(x, w, 10) for x in (sp.train, sp.val, sp.test))
+    assert sp.val.size and sp.test.size and sp.train.size
+    assert not tr & va and not tr & te and not va & te
+    c1 = sp.summary["classes"]["1"]
+    assert {"train_blocks", "validation_blocks", "test_blocks"} <= set(c1)
+    assert c1["validation_blocks"] >= 1 and c1["test_blocks"] >= 1
+
+
+def test_block_split_class_in_one_block_falls_back_and_is_named():
+    lab = np.zeros((40, 40), np.int32)
+    lab[:, :20] = 1
+    lab[:, 20:] = 2
+    lab[2:5, 2:5] = 3  # all of class 3 lies in one 10-pixel block
+    gt = _gt(lab)
+    sp = split_samples(gt, 5, "blocks", seed=0, block_size=10)
+    assert any("'c3'" in w and "random pixel split for this class only" in w for w in sp.warnings)
+    assert sp.summary["classes"]["3"]["fallback"] == "pixels"
+    l = lab.ravel()
+    assert (l[sp.train] == 3).sum() > 0 and (l[sp.test] == 3).sum() > 0
+    assert not any("'c1'" in w for w in sp.warnings)
+
+
+# --- polygons: counts per side, seeds ----------------------------------------------------------
+
+def test_polygon_split_reports_regions_and_pixels_per_side_and_is_seeded():
+    gt = _blocks_scene()
+    a = split_samples(gt, 30, "polygons", seed=5, validation_share=0.3)
+    b = split_samples(gt, 30, "polygons", seed=5, validation_share=0.3)
+    assert np.array_equal(a.train, b.train) and np.array_equal(a.test, b.test) and np.array_equal(a.val, b.val)
+    reg, lab = gt.regions.ravel(), gt.labels.ravel()
+    for code in ("1", "2"):
+        v = a.summary["classes"][code]
+        c = int(code)
+        assert v["test_polygons"] == len(set(reg[a.test][lab[a.test] == c]))
+        assert v["validation_polygons"] == len(set(reg[a.val][lab[a.val] == c]))
+        assert v["train_polygons"] + v["validation_polygons"] + v["test_polygons"] == 4
+        assert v["train"] == 30 and v["test"] == int((lab[a.test] == c).sum())
+    assert a.summary["strategy"] == "polygons" and a.summary["seed"] == 5
+    seeds = {tuple(split_samples(gt, 30, "polygons", seed=s).test[:5]) for s in range(6)}
+    assert len(seeds) > 1
+
+
+def test_pixel_split_is_labelled_as_the_papers():
+    sp = split_samples(_blocks_scene(), 10, "pixels", seed=0, validation_share=0.2)
+    assert sp.summary["strategy"] == "pixels" and sp.strategy == "pixels"
+    assert sp.val.size and not np.intersect1d(sp.val, sp.train).size and not np.intersect1d(sp.val, sp.test).size
+
+
+# --- fixed training and test layers -------------------------------------------------------------
+
+def _fixed_pair():
+    train = np.zeros((30, 30), np.int32)
+    test = np.zeros((30, 30), np.int32)
+    for k, r in enumerate((0, 6, 12)):
+        train[r:r + 4, 0:4] = 1
+        train[r:r + 4, 10:14] = 2
+        test[r:r + 4, 20:24] = 1 if k else 2
+    test[25:28, 0:3] = 3            # a class the training layer lacks
+    test[0:2, 0:2] = 2              # overlaps the training layer
+    return _gt(train), _gt(test)
+
+
+def test_fixed_split_trains_on_the_training_layer_and_tests_on_the_test_layer():
+    from bdgf_core.groundtruth import merge_fixed
+    from bdgf_core.sampling import split_fixed
+
+    tr, te = _fixed_pair()
+    sp = split_fixed(tr, te, 10, "polygons", seed=1, validation_share=0.34)
+    trl, tel = tr.labels.ravel(), te.labels.ravel()
+    assert (trl[sp.train] > 0).all() and (trl[sp.val] > 0).all()
+    # test pixels: every test-layer pixel of a known class, less the overlap
+    expected = np.flatnonzero((tel > 0) & (tel != 3) & (trl == 0))
+    assert np.array_equal(sp.test, expected)
+    assert any("4 pixels are labelled in both" in w for w in sp.warnings)
+    assert any("'c3'" in w and "not in the training layer" in w for w in sp.warnings)
+    assert [(trl[sp.train] == c).sum() for c in (1, 2)] == [10, 10]
+    # validation: whole training polygons, none shared with training
+    reg = tr.regions.ravel()
+    assert sp.val.size and not set(reg[sp.val]) & set(reg[sp.train])
+    s = sp.summary
+    assert s["strategy"] == "fixed" and s["validation_strategy"] == "polygons" and s["seed"] == 1
+    assert s["classes"]["1"]["test_polygons"] == 2 and s["classes"]["2"]["test_polygons"] == 1
+    assert s["classes"]["1"]["train_polygons"] + s["classes"]["1"]["validation_polygons"] == 3
+    merged = merge_fixed(tr, te)
+    assert np.array_equal(merged.labels.ravel()[sp.test], tel[sp.test])
+    assert np.array_equal(merged.labels.ravel()[sp.train], trl[sp.train])
+    assert (merged.labels == 3).sum() == 0
+
+
+def test_fixed_split_uses_the_whole_training_layer_when_asked_and_warns_when_short():
+    from bdgf_core.sampling import split_fixed
+
+    tr, te = _fixed_pair()
+    for strategy in ("pixels", "blocks", "polygons"):
+        sp = split_fixed(tr, te, 1000, strategy, seed=0, block_size=5)
+        assert sp.train.size == (tr.labels > 0).sum() and sp.val.size == 0
+        assert any("fewer than the 1000 requested" in w for w in sp.warnings)
+    sp = split_fixed(tr, te, 1000, "blocks", seed=0, block_size=5, validation_share=0.5)
+    w = tr.labels.shape[1]
+    assert sp.val.size and not _block_ids(sp.val, w, 5) & _block_ids(sp.train, w, 5)
+
+
+def test_augsburg_official_split_as_fixed_layers():
+    """The paper's Augsburg TrainImage / TestImage as a fixed split: 761 / 77533 pixels, 7 classes."""
+    from bdgf_core.sampling import split_fixed
+
+    train = loadmat(shared_data("augsburg", "TrainImage.mat"))["TrainImage"].astype(np.int32)
+    test = loadmat(shared_data("augsburg", "TestImage.mat"))["TestImage"].astype(np.int32)
+    sp = split_fixed(_gt(train), _gt(test), 10000, "pixels", seed=0)
+    assert sp.train.size == 761 and sp.test.size == 77533 and not sp.val.size
+    assert sorted(sp.summary["classes"]) == [str(c) for c in range(1, 8)]
+    assert sp.summary["classes"]["6"]["train"] == 7
+    sp = split_fixed(_gt(train), _gt(test), 100, "polygons", seed=0, validation_share=0.2)
+    counts = np.bincount(train.ravel()[sp.train], minlength=8)[1:]
+    assert (counts <= 100).all() and sp.test.size == 77533
+    assert any("'c6'" in w for w in sp.warnings)

@@ -10,6 +10,7 @@ from bdgf_qgis import provider as provider_module
 
 NAMES = {
     "generate_scene": ("Generate demo scene", "Data"),
+    "import_mat": ("Import paper scene (.mat)", "Data"),
     "train_baseline": ("Train random-forest baseline", "Training"),
     "classify": ("Classify raster", "Classification"),
     "assess": ("Assess accuracy", "Accuracy"),
