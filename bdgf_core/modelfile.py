@@ -3,9 +3,16 @@
 Every model file of this project, whatever its kind (diffusion model, BDGF classifier, random
 forest baseline), is a safetensors file whose header metadata holds one key, ``bdgf``, with a
 JSON object that has at least ``format`` (= FORMAT), ``version`` and ``kind``.
+
+Nothing else is accepted: a pickle, a ``torch.save`` archive, a zip or any other file is refused
+before a byte of it is interpreted as anything but the safetensors header (a length and JSON),
+so no model file can run code. Files written since the checksum was added also carry
+``tensors_sha256``, a digest of the tensors (names, dtypes, shapes, bytes), so a file damaged
+inside its tensor data is refused too instead of yielding garbage weights.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -32,7 +39,7 @@ def save_model(path: str | os.PathLike, kind: str, tensors: Mapping[str, Any], m
         if hasattr(t, "detach"):
             t = t.detach().cpu().contiguous().numpy()
         arrays[name] = np.ascontiguousarray(t)
-    header = {"format": FORMAT, "version": VERSION, "kind": kind, **meta}
+    header = {"format": FORMAT, "version": VERSION, "kind": kind, **meta, "tensors_sha256": tensors_digest(arrays)}
     with atomic_output(path) as tmp:
         save_file(arrays, str(tmp), metadata={"bdgf": json.dumps(header)})
     return Path(path)
@@ -55,7 +62,21 @@ def load_model(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[s
         tensors = load_file(str(path))
     except Exception as exc:  # truncated payload, bad offsets...
         raise BdgfError(f"{path.name} is damaged ({exc}); train or download the model again") from None
+    want = meta.get("tensors_sha256")
+    if want is not None and tensors_digest(tensors) != want:
+        raise BdgfError(f"{path.name} is damaged (its weights do not match their checksum); "
+                        "train or download the model again")
     return tensors, meta
+
+
+def tensors_digest(arrays: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 over the tensors' names, dtypes, shapes and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(json.dumps([name, a.dtype.name, list(a.shape)]).encode("utf-8"))
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def _open(path: str | os.PathLike) -> tuple[Path, dict]:

@@ -152,7 +152,7 @@ def _warp_onto(ds: gdal.Dataset, own: Grid, ref: Grid, what: str, name: str, res
             return ds
         raise BdgfError(f"the {what} {name} and the spectral raster cannot be reconciled: one has no CRS "
                         "and their sizes differ; assign a CRS to both (Raster > Projections > Assign)")
-    src_bounds = _bounds_in(own, ref.crs_wkt) if own.crs_wkt else own.bounds
+    src_bounds = _bounds_in(own, ref.crs_wkt, what, name) if own.crs_wkt else own.bounds
     rb = ref.bounds
     if src_bounds[0] >= rb[2] or src_bounds[2] <= rb[0] or src_bounds[1] >= rb[3] or src_bounds[3] <= rb[1]:
         raise BdgfError(f"the {what} {name} does not overlap the spectral raster; give rasters of the same area")
@@ -167,7 +167,7 @@ def _warp_onto(ds: gdal.Dataset, own: Grid, ref: Grid, what: str, name: str, res
                         "reproject it to the spectral raster's CRS first") from None
 
 
-def _bounds_in(grid: Grid, dst_wkt: str) -> tuple[float, float, float, float]:
+def _bounds_in(grid: Grid, dst_wkt: str, what: str = "raster", name: str = "") -> tuple[float, float, float, float]:
     src, dst = osr.SpatialReference(), osr.SpatialReference()
     src.ImportFromWkt(grid.crs_wkt)
     dst.ImportFromWkt(dst_wkt)
@@ -178,7 +178,28 @@ def _bounds_in(grid: Grid, dst_wkt: str) -> tuple[float, float, float, float]:
         xmin, ymin, xmax, ymax = grid.bounds
         return tuple(ct.TransformBounds(xmin, ymin, xmax, ymax, 21))  # type: ignore[return-value]
     except RuntimeError:
-        raise BdgfError("the rasters' CRS cannot be transformed into each other; reproject them to one CRS") from None
+        raise BdgfError(f"the CRS of the {what} {name} ({src.GetName() or 'unnamed'}) cannot be transformed to the "
+                        f"spectral raster's ({dst.GetName() or 'unnamed'}); reproject it to the spectral raster's "
+                        "CRS (Raster > Projections > Warp)") from None
+
+
+def any_pixel_with_data(sources: Sequence[RasterSource], budget_mb: float = 64) -> bool:
+    """True when some pixel has data in every band of every source (all on one grid).
+
+    Reads strips of rows within ``budget_mb`` and stops at the first such pixel, so an ordinary
+    raster costs one strip; only rasters without data are read to the end.
+    """
+    grid = sources[0].grid
+    bytes_per_row = max(1, grid.width * sum(s.bands for s in sources) * 4)
+    rows = max(1, min(grid.height, int(budget_mb * 2**20 // bytes_per_row)))
+    for r0 in range(0, grid.height, rows):
+        r1 = min(grid.height, r0 + rows)
+        ok = np.ones((r1 - r0, grid.width), bool)
+        for s in sources:
+            ok &= np.isfinite(s.read(r0, r1)).all(0)
+        if ok.any():
+            return True
+    return False
 
 
 # ---------------------------------------------------------------------------------------------
