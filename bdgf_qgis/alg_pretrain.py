@@ -38,7 +38,7 @@ class PretrainAlgorithm(BdgfAlgorithm):
              "timesteps) as a raster on the scene's grid, input of 'Train BDGF' and 'Classify "
              "raster'. Long on a CPU: the 'fast' profile or fewer steps give a quick first run; a "
              "GPU (DEVICE) helps most.")
-    POSITIVE = ("STEPS", "BATCH_SIZE", "TILE_SIZE")
+    POSITIVE = ()  # 0 means "the profile's value"
 
     SPECTRAL = "SPECTRAL"
     SAR = "SAR"
@@ -56,24 +56,27 @@ class PretrainAlgorithm(BdgfAlgorithm):
 
     def initAlgorithm(self, config=None):
         add_inputs(self, spectral=True, sar=True)
-        self.add(QgsProcessingParameterNumber(self.STEPS, "Training steps", QgsProcessingParameterNumber.Integer,
-                                              3000, minValue=1, maxValue=10000000),
-                 "Optimisation steps (one batch of tiles each), 1 upwards; default 3000. A few hundred "
-                 "give usable features on the demo scene; the paper trains far longer.")
-        self.add(QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size", QgsProcessingParameterNumber.Integer,
-                                              20, minValue=1, maxValue=4096),
-                 "Tiles per step, 1 to 4096; default 20 (as in SpectralDiff). Lower it when memory runs out.",
-                 advanced=True)
-        self.add(QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (pixels)", QgsProcessingParameterNumber.Integer,
-                                              64, minValue=8, maxValue=1024),
-                 "Side of the square training tiles in pixels, 8 to 1024; default 64.", advanced=True)
-        self.add(QgsProcessingParameterString(self.TIMESTEPS, "Feature timesteps", DEFAULT_TIMESTEPS),
+        self.add(QgsProcessingParameterNumber(self.STEPS, "Training steps (0 = the profile's)",
+                                              QgsProcessingParameterNumber.Integer, 0, minValue=0, maxValue=10000000),
+                 "Optimisation steps (one batch of tiles each); 0 (default) takes the profile's number "
+                 "(the log says which). More steps give better features and take longer.")
+        self.add(QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size (0 = the profile's)",
+                                              QgsProcessingParameterNumber.Integer, 0, minValue=0, maxValue=4096),
+                 "Tiles per step, 0 to 4096; 0 (default) takes the profile's (paper: 20, as in SpectralDiff). "
+                 "Lower it when memory runs out.", advanced=True)
+        self.add(QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size in pixels (0 = the profile's)",
+                                              QgsProcessingParameterNumber.Integer, 0, minValue=0, maxValue=1024),
+                 "Side of the square training tiles, 8 to 1024 pixels; 0 (default) takes the profile's "
+                 "(paper: 64).", advanced=True)
+        self.add(QgsProcessingParameterString(self.TIMESTEPS, "Feature timesteps (empty = the profile's)", "",
+                                              optional=True),
                  f"Comma-separated diffusion timesteps at which features are extracted, each in "
-                 f"1..{MAX_TIMESTEP} (below the model's step count); default {DEFAULT_TIMESTEPS}. "
-                 "Fewer timesteps give a smaller features raster.", advanced=True)
-        self.add(QgsProcessingParameterBoolean(self.MASKING, "Structure masking", True),
-                 "Mask structured regions during pretraining (the paper's masking); default on. "
-                 "Turn off for an ablation.", advanced=True)
+                 f"1..{MAX_TIMESTEP} (below the model's step count); empty (default) takes the profile's "
+                 f"(paper: {DEFAULT_TIMESTEPS}). Fewer timesteps are faster.", advanced=True)
+        self.add(QgsProcessingParameterBoolean(self.MASKING, "Adaptive modality masking", True),
+                 "Mask the spectral part of whole samples and of single elements with a probability that "
+                 "grows with training (the paper's Algorithm 1), so the model also learns from the SAR; "
+                 "default on. Off gives the paper's 'Concatenate Diff' ablation.", advanced=True)
         self.add(QgsProcessingParameterBoolean(self.SPECKLE, "SAR speckle noise", True),
                  "Use speckle (multiplicative) noise for the SAR channels; default on. Turn off for an "
                  "ablation.", advanced=True)
@@ -89,8 +92,11 @@ class PretrainAlgorithm(BdgfAlgorithm):
                  "FEATURES of 'Train BDGF' and 'Classify raster').")
 
     def check_values(self, parameters, context):
-        if parameters.get(self.TIMESTEPS) is not None:
-            text = self.parameterAsString(parameters, self.TIMESTEPS, context)
+        tile = parameters.get(self.TILE_SIZE)
+        if tile is not None and 0 < self.parameterAsInt(parameters, self.TILE_SIZE, context) < 8:
+            return "The tile size (TILE_SIZE) must be 0 (the profile's) or at least 8 pixels."
+        text = self.parameterAsString(parameters, self.TIMESTEPS, context) if parameters.get(self.TIMESTEPS) else ""
+        if text.strip():
             try:
                 parse_timesteps(text)
             except ValueError:
@@ -101,13 +107,15 @@ class PretrainAlgorithm(BdgfAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):
         model = self.output_path(parameters, self.MODEL, context, (".bdgf",))
         features = self.output_path(parameters, self.FEATURES, context, RASTER_EXTENSIONS)
-        timesteps = ",".join(str(t) for t in parse_timesteps(self.parameterAsString(parameters, self.TIMESTEPS, context)))
         args = ["--spectral", self.raster_path(parameters, self.SPECTRAL, context),
-                "--sar", self.raster_path(parameters, self.SAR, context),
-                "--steps", self.parameterAsInt(parameters, self.STEPS, context),
-                "--batch-size", self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-                "--tile-size", self.parameterAsInt(parameters, self.TILE_SIZE, context),
-                "--timesteps", timesteps]
+                "--sar", self.raster_path(parameters, self.SAR, context)]
+        for pid, flag in ((self.STEPS, "--steps"), (self.BATCH_SIZE, "--batch-size"), (self.TILE_SIZE, "--tile-size")):
+            value = self.parameterAsInt(parameters, pid, context)
+            if value > 0:  # 0: leave it to the profile
+                args += [flag, value]
+        text = self.parameterAsString(parameters, self.TIMESTEPS, context) or ""
+        if text.strip():
+            args += ["--timesteps", ",".join(str(t) for t in parse_timesteps(text))]
         if not self.parameterAsBool(parameters, self.MASKING, context):
             args.append("--no-masking")
         if not self.parameterAsBool(parameters, self.SPECKLE, context):

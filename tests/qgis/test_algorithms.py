@@ -103,6 +103,12 @@ def test_pretrain_and_train_switches(bdgf_provider, fake_runtime, tiny_scene, tm
     assert call["command"] == "pretrain" and "--no-masking" in call["args"] and "--no-speckle" not in call["args"]
     assert (a["--steps"], a["--timesteps"], a["--profile"], a["--device"]) == ("5", "5,10", "fast", "auto")
     assert a["--features"] == str(tmp_path / "feat.tif")
+    assert "--batch-size" not in a and "--tile-size" not in a  # left to the profile
+
+    run("pretrain", {"SPECTRAL": tiny_scene["spectral"], "SAR": tiny_scene["sar"], "PROFILE": 1,
+                     "MODEL": str(tmp_path / "ddpm.bdgf"), "FEATURES": str(tmp_path / "feat.tif")})
+    a = argmap(fake_runtime()[-1]["args"])
+    assert a["--profile"] == "fast" and not {"--steps", "--timesteps", "--batch-size", "--tile-size"} & set(a)
 
     res = run("train", {"SPECTRAL": tiny_scene["spectral"], "SAR": tiny_scene["sar"],
                         "FEATURES": tiny_scene["spectral"], "GROUND_TRUTH": tiny_scene["groundtruth"],
@@ -124,7 +130,8 @@ def test_pretrain_and_train_switches(bdgf_provider, fake_runtime, tiny_scene, tm
     ("train", {"EPOCHS": 0}, "EPOCHS"),
     ("train", {"CNN": False, "TRANSFORMER": False, "MAMBA": False}, "branches"),
     ("pretrain", {"TIMESTEPS": "5,x"}, "TIMESTEPS"),
-    ("pretrain", {"TILE_SIZE": 0}, "TILE_SIZE"),
+    ("pretrain", {"TILE_SIZE": 4}, "TILE_SIZE"),  # 0 means the profile's tile size
+    ("pretrain", {"STEPS": -1}, "STEPS"),
     ("classify", {"MEMORY_MB": 0}, "MEMORY_MB"),
 ])
 def test_absurd_values_rejected_before_work(bdgf_provider, fake_runtime, tiny_scene, tmp_path, name, bad, match):
