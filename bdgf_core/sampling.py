@@ -118,9 +118,13 @@ def _block_sides(ids: np.ndarray, test_share: float, validation_share: float, rn
     return dict(zip(ids.tolist(), side.tolist()))
 
 
-def _pixel_fallback(idx, test_share, validation_share, rng):
+def _pixel_fallback(idx, test_share, validation_share, rng, name="", warnings=None):
     perm = rng.permutation(idx)
-    k = max(1, int(round(idx.size * test_share)))
+    # at least one test pixel, but never the last training pixel: a class must be learnt before it is tested
+    k = min(max(1, int(round(idx.size * test_share))), idx.size - 1)
+    if k == 0 and warnings is not None:
+        warnings.append(f"class {name!r} has a single labelled pixel: it is used for training and the class has "
+                        "no test pixel, so its accuracy is not measured; label more of it to test it")
     tr, te = perm[k:], perm[:k]
     tr, va = _take_validation(tr, None, "pixels", validation_share, rng, "", [])
     return tr, va, te
@@ -142,7 +146,7 @@ def _class_sides(idx, units, strategy, unit_side, test_share, validation_share, 
             warnings.append(f"class {name!r}: its blocks hold no {'training' if tr.size == 0 else 'test'} side; "
                             "falling back to a random pixel split for this class only (its test pixels neighbour "
                             "training pixels)")
-            tr, va, te = _pixel_fallback(idx, test_share, validation_share, rng)
+            tr, va, te = _pixel_fallback(idx, test_share, validation_share, rng, name, warnings)
             info["fallback"] = "pixels"
         elif validation_share > 0 and va.size == 0:
             warnings.append(f"class {name!r} has no pixel in the validation blocks; it has no validation pixels")
@@ -152,7 +156,7 @@ def _class_sides(idx, units, strategy, unit_side, test_share, validation_share, 
     if ids.size < 2:
         warnings.append(f"class {name!r} has a single polygon, so it cannot be tested on separate regions; "
                         "falling back to a random pixel split for this class only")
-        tr, va, te = _pixel_fallback(idx, test_share, validation_share, rng)
+        tr, va, te = _pixel_fallback(idx, test_share, validation_share, rng, name, warnings)
         return tr, va, te, {"train_polygons": 1, "validation_polygons": int(va.size > 0), "test_polygons": 1,
                             "fallback": "pixels"}
     held = _whole_units(ids, sizes, test_share * idx.size, rng)

@@ -18,7 +18,6 @@ a class with no pixel inside the raster       -> test_class_with_no_pixel_inside
 fewer labelled pixels than requested          -> test_fewer_labelled_pixels_than_requested[...] (works,
                                                  with a warning; counts never above what exists);
                                                  test_class_with_a_single_labelled_pixel_still_trains
-                                                 (xfail, strict: needs a change in sampling.py)
 a model trained on other band counts          -> test_model_trained_on_other_band_counts[spectral, sar];
                                                  test_cli.py::test_model_refuses_other_band_counts
 a feature raster from another grid            -> test_feature_raster_from_another_grid[train, classify]
@@ -275,11 +274,6 @@ def test_fewer_labelled_pixels_than_requested(scene, out, tmp_path, split):
     assert tensors["split.train"].size == sum(c["train"] for c in classes.values())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bdgf_core/sampling.py: a class whose only polygon holds one pixel falls back to the pixel split, which "
-    "gives that pixel to the test side, then stops with 'has no training pixel; ... or lower the test share', "
-    "a share the command line and QGIS do not offer. Expected: the pixel trains, with a warning that the "
-    "class has no test pixel (as _pixel_fallback should keep at least one training pixel)."))
 def test_class_with_a_single_labelled_pixel_still_trains(scene, out, tmp_path):
     gt = write_polygons(tmp_path / "tiny class.gpkg", [(box(1, 1, 10, 10), 1), (box(12, 1, 20, 10), 1),
                                                        (box(15, 15, 30, 30), 2), (box(1, 20, 10, 30), 2),
