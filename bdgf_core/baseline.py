@@ -10,12 +10,27 @@ import numpy as np
 from .normalise import apply
 
 
-def fit_forest(x: np.ndarray, y: np.ndarray, trees: int = 200, seed: int = 0, n_jobs: int = -1) -> dict[str, np.ndarray]:
-    """Fit on (N, F) features and codes ``y``; return the forest as arrays."""
+def fit_forest(x: np.ndarray, y: np.ndarray, trees: int = 200, seed: int = 0, n_jobs: int = -1,
+               progress=None, cancelled=None, chunk: int = 20) -> dict[str, np.ndarray]:
+    """Fit on (N, F) features and codes ``y``; return the forest as arrays.
+
+    The trees grow ``chunk`` at a time (warm start: the same forest as one fit with the same seed),
+    so a cancel is seen within one chunk and progress moves while the forest grows.
+    """
     from sklearn.ensemble import RandomForestClassifier
 
-    rf = RandomForestClassifier(n_estimators=trees, random_state=seed, n_jobs=n_jobs)
-    rf.fit(x, y)
+    from .errors import Cancelled
+
+    rf = RandomForestClassifier(n_estimators=0, random_state=seed, n_jobs=n_jobs, warm_start=True)
+    grown = 0
+    while grown < trees:
+        if cancelled is not None and cancelled():
+            raise Cancelled()
+        grown = min(trees, grown + chunk)
+        rf.set_params(n_estimators=grown)
+        rf.fit(x, y)
+        if progress is not None:
+            progress(grown / trees, f"{grown}/{trees} trees")
     return forest_arrays(rf)
 
 

@@ -191,7 +191,8 @@ def cmd_train_baseline(args, rep: Reporter) -> dict:
     stats = (*data.spectral_stats, *data.sar_stats)
     x_train = pixel_features(values_at(data.spectral, train).T, values_at(data.sar, train).T, stats)
     rep.progress(0.25, f"fitting {args.trees} trees on {train.size} pixels")
-    forest = fit_forest(x_train, labels[train], args.trees, args.seed)
+    forest = fit_forest(x_train, labels[train], args.trees, args.seed, progress=rep.sub(0.25, 0.8).callback(),
+                        cancelled=rep.cancelled)
     rep.progress(0.8, "testing")
     test = data.split.test
     result = {"split": data.split.summary}

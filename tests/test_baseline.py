@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from bdgf_core.baseline import ForestPredictor, fit_forest, forest_arrays, forest_proba, pixel_features
 
@@ -27,3 +28,22 @@ def test_predict_block_shapes_and_normalisation():
     np.testing.assert_allclose(probs.sum(0), 1, atol=1e-5)
     acc = (np.array(pred.codes)[probs.argmax(0).ravel()] == y).mean()
     assert acc > 0.95
+
+
+def test_forest_grown_in_chunks_equals_one_fit_and_cancels():
+    from sklearn.ensemble import RandomForestClassifier
+
+    from bdgf_core.baseline import fit_forest, forest_arrays
+    from bdgf_core.errors import Cancelled
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 5))
+    y = (x[:, 0] + 0.3 * rng.normal(size=200) > 0).astype(int) + 1
+    one = forest_arrays(RandomForestClassifier(n_estimators=30, random_state=3, n_jobs=1).fit(x, y))
+    seen = []
+    chunked = fit_forest(x, y, trees=30, seed=3, n_jobs=1, chunk=7, progress=lambda f, m: seen.append(f))
+    assert one.keys() == chunked.keys() and all(np.array_equal(one[k], chunked[k]) for k in one)
+    assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) == 5
+    calls = []
+    with pytest.raises(Cancelled):
+        fit_forest(x, y, trees=30, seed=3, n_jobs=1, chunk=7, cancelled=lambda: calls.append(1) or len(calls) > 2)
