@@ -50,18 +50,33 @@ class MambaBlock(nn.Module):
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: (N, L, d_model) -> (N, L, d_model)."""
-        length = x.shape[1]
-        xz = self.in_proj(x).transpose(1, 2)  # (N, 2*d_inner, L)
-        u, z = xz.chunk(2, dim=1)
-        u = F.silu(self.conv1d(u)[..., :length])
-        x_dbl = self.x_proj(u.transpose(1, 2))  # (N, L, dt_rank + 2*d_state)
-        dt, Bm, Cm = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = (dt @ self.dt_proj.weight.t()).transpose(1, 2)  # bias goes in as delta_bias
+        """x: (N, L, d_model) -> (N, L, d_model).
+
+        Activations stay (N, L, channels) in memory throughout; the scan gets (N, channels, L)
+        views of them (the layout mamba-ssm's API names) and returns the same layout, so no
+        element-wise op mixes layouts and no transposed copy is made.
+        """
+        u, z = self.in_proj(x).chunk(2, dim=-1)  # (N, L, d_inner) each
+        u = F.silu(self._causal_conv(u))
+        dt, Bm, Cm = torch.split(self.x_proj(u), [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = dt @ self.dt_proj.weight.t()  # (N, L, d_inner); the bias goes in as delta_bias
         A = -torch.exp(self.A_log.float())
-        y = selective_scan(u, delta, A, Bm.transpose(1, 2).contiguous(), Cm.transpose(1, 2).contiguous(),
-                           self.D.float(), z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
+        y = selective_scan(u.transpose(1, 2), delta.transpose(1, 2), A, Bm.transpose(1, 2), Cm.transpose(1, 2),
+                           self.D.float(), z.transpose(1, 2), delta_bias=self.dt_proj.bias.float(),
+                           delta_softplus=True)
         return self.out_proj(y.transpose(1, 2))
+
+    def _causal_conv(self, u: Tensor) -> Tensor:
+        """Causal depthwise conv of ``conv1d``'s weights along L: (N, L, C) -> (N, L, C).
+
+        Same function as ``conv1d(u^T)[..., :L]`` (left zero padding of d_conv - 1), run as a
+        channels-last (N, C, L, 1) 2-D conv with explicit padding: on CPU this avoids the
+        transposed copies and the slow grouped Conv1d backward (several times faster here).
+        """
+        u4 = u.transpose(1, 2).unsqueeze(-1).contiguous(memory_format=torch.channels_last)
+        u4 = F.pad(u4, (0, 0, self.d_conv - 1, 0))
+        w = self.conv1d.weight.unsqueeze(-1)  # (C, 1, d_conv, 1)
+        return F.conv2d(u4, w, self.conv1d.bias, groups=self.d_inner).squeeze(-1).transpose(1, 2)
 
 
 class BandMamba(nn.Module):
@@ -105,8 +120,10 @@ class ChannelAttention(nn.Module):
         n, _, p, _ = f.shape
         q, k, v = self.q(f).flatten(2), self.k(f).flatten(2), self.v(f).flatten(2)  # (N, C, P)
         energy = q @ k.transpose(1, 2)  # eq. 21: E = Q K^T, (N, C, C)
-        energy = energy.amax(dim=-1, keepdim=True) - energy  # eq. 22: E' = max_j E - E
-        attn = torch.softmax(energy, dim=-1)
+        # eq. 22: Soft(E') with E' = max_j E - E. The softmax runs along j, where max_j E is a
+        # constant, so Soft(max_j E - E) = Soft(-E) exactly; torch's softmax subtracts the row
+        # maximum of -E itself (the same stabilisation), and the amax and its backward are saved.
+        attn = torch.softmax(-energy, dim=-1)
         a = attn @ v  # eq. 22: A = V Soft(E'), (N, C, P)
         return (self.lam * a + v).reshape(n, -1, p, p)  # eq. 23: f_CA = lambda A + V
 
