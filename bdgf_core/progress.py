@@ -27,6 +27,12 @@ class Reporter:
         self._last_bar = 0.0
         self.cancel_requested = False
         self.messages: list[str] = [] if root is None else root.messages
+        self.rank = 0  # under torchrun: only rank 0 reports; the others report their errors only
+
+    def quiet_rank(self, rank: int) -> "Reporter":
+        """Make this (root) reporter the one of a non-main torchrun process: errors only, named by rank."""
+        self.rank = rank
+        return self
 
     # -- messages -----------------------------------------------------------------------
     def _emit(self, obj: dict) -> None:
@@ -35,6 +41,8 @@ class Reporter:
 
     def info(self, message: str) -> None:
         self.messages.append(message)
+        if self.root.rank:
+            return
         if self.root.mode == "json":
             self._emit({"event": "info", "message": message})
         elif self.root.mode == "bar":
@@ -43,6 +51,8 @@ class Reporter:
 
     def warning(self, message: str) -> None:
         self.messages.append("WARNING: " + message)
+        if self.root.rank:
+            return
         if self.root.mode == "json":
             self._emit({"event": "warning", "message": message})
         elif self.root.mode in ("bar", "none"):
@@ -50,6 +60,8 @@ class Reporter:
             print(f"warning: {message}", file=sys.stderr)
 
     def error(self, message: str) -> None:
+        if self.root.rank:
+            message = f"process {self.root.rank}: {message}"
         if self.root.mode == "json":
             self._emit({"event": "error", "message": message})
         else:
@@ -57,6 +69,8 @@ class Reporter:
             print(f"error: {message}", file=sys.stderr)
 
     def result(self, outputs: dict[str, Any]) -> None:
+        if self.root.rank:
+            return
         if self.root.mode == "json":
             self._emit({"event": "result", "outputs": outputs})
         else:
@@ -71,6 +85,8 @@ class Reporter:
         self.check_cancelled()
         pct = self.lo + (self.hi - self.lo) * min(max(fraction, 0.0), 1.0)
         root = self.root
+        if root.rank:
+            return
         if root.mode == "json":
             self._emit({"event": "progress", "percent": round(pct, 2)})
         elif root.mode == "bar":

@@ -60,6 +60,7 @@ class TrainAlgorithm(BdgfAlgorithm):
                                               QgsProcessingParameterNumber.Integer, 9, minValue=1, maxValue=31),
                  "Side of the square patch around each pixel, odd, 1 to 31; the paper uses 9.", advanced=True)
         self.add_device()
+        self.add_processes()
         self.add_seed()
         for pid, desc, switch in ABLATIONS:
             self.add(QgsProcessingParameterBoolean(pid, desc, True),
@@ -98,5 +99,6 @@ class TrainAlgorithm(BdgfAlgorithm):
         args += ["--model", model]
         if report:
             args += ["--report", report]
-        res = self.run_runtime("train", args, feedback, outputs=[model, report])
+        res = self.run_runtime("train", args, feedback, outputs=[model, report],
+                               processes=self.processes(parameters, context))
         return {self.MODEL: plain(res.get("model", model)), self.REPORT: plain(res.get("report", report))}

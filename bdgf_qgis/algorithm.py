@@ -225,8 +225,21 @@ class BdgfAlgorithm(QgsProcessingAlgorithm):
 
     # --- running ------------------------------------------------------------------------
     def run_runtime(self, command: str, args: Sequence[Any], feedback: QgsProcessingFeedback,
-                    outputs: Iterable[Optional[str]] = ()) -> Dict[str, Any]:
-        return runtime.run_command(command, [str(a) for a in args], feedback, outputs)
+                    outputs: Iterable[Optional[str]] = (), processes: int = 1) -> Dict[str, Any]:
+        return runtime.run_command(command, [str(a) for a in args], feedback, outputs, processes)
+
+    def add_processes(self) -> None:
+        self.add(QgsProcessingParameterNumber("PROCESSES", "Processes (data parallel)",
+                                              QgsProcessingParameterNumber.Integer, 1, minValue=1, maxValue=256),
+                 "Training processes on this machine, 1 to 256; default 1. Above 1 the runtime runs under "
+                 "torchrun with DistributedDataParallel: one process per GPU on CUDA (use at most the GPU "
+                 "count), or CPU processes sharing the cores (Gloo). The results do not depend on it: the "
+                 "batch size stays the global one. For several machines see the README.", advanced=True)
+
+    def processes(self, parameters, context) -> int:
+        if parameters.get("PROCESSES") is None:
+            return 1
+        return max(1, self.parameterAsInt(parameters, "PROCESSES", context))
 
 
 def raster_layer_path(layer: QgsRasterLayer, what: str) -> str:

@@ -307,15 +307,20 @@ def run_process(argv: Sequence[str], feedback: Optional[QgsProcessingFeedback], 
     return run.result
 
 
-def runtime_argv(python: str, command: str, args: Sequence[str]) -> List[str]:
-    return [python, "-m", "bdgf_core", command, "--progress", "json", *[str(a) for a in args]]
+def runtime_argv(python: str, command: str, args: Sequence[str], processes: int = 1) -> List[str]:
+    """The runtime's command line; with processes > 1 under torchrun on this machine (data parallel)."""
+    launcher = [python, "-m", "bdgf_core"]
+    if processes > 1:
+        launcher = [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(processes)}",
+                    "-m", "bdgf_core"]
+    return [*launcher, command, "--progress", "json", *[str(a) for a in args]]
 
 
 def run_command(command: str, args: Sequence[Any], feedback: Optional[QgsProcessingFeedback],
-                outputs: Iterable[Optional[str]] = ()) -> Dict[str, Any]:
+                outputs: Iterable[Optional[str]] = (), processes: int = 1) -> Dict[str, Any]:
     """Run ``bdgf_core COMMAND --progress json ARGS`` with the runtime's interpreter."""
     python = find_python()
-    argv = runtime_argv(python, command, [str(a) for a in args])
+    argv = runtime_argv(python, command, [str(a) for a in args], processes)
     return run_process(argv, feedback, outputs=outputs, cwd=str(plugin_dir()), env=child_env(python),
                        label=f"The BDGF runtime ({command})")
 

@@ -12,7 +12,7 @@ Usage: python fake_runtime.py MODE [ARG ...]
     crash                       a few stderr lines, then kills itself with SIGKILL
     exit CODE                   stderr lines, then exits with CODE and no error event
     noresult                    progress only; exit 0 without a result event
-    -m bdgf_core COMMAND --progress json ARGS...
+    [-m torch.distributed.run OPTIONS] -m bdgf_core COMMAND --progress json ARGS...
                                 pretends to be the runtime: appends {"command", "args"} as one
                                 JSON line to $FAKE_BDGF_LOG (when set) and reports outputs taken
                                 from the arguments (--out, --model, --report...), writing no
@@ -38,10 +38,14 @@ OUTPUT_FLAGS = {  # result key -> flag of the output path
 
 
 def pretend_runtime(argv):
+    launcher = []
+    if argv[1] == "torch.distributed.run":  # -m torch.distributed.run OPTIONS -m bdgf_core COMMAND ...
+        at = argv.index("bdgf_core")
+        launcher, argv = argv[:at - 1], argv[at - 1:]
     command, args = argv[2], argv[3:]
     if os.environ.get("FAKE_BDGF_LOG"):
         with open(os.environ["FAKE_BDGF_LOG"], "a", encoding="utf-8") as f:
-            f.write(json.dumps({"command": command, "args": args}) + "\n")
+            f.write(json.dumps({"command": command, "args": args, "launcher": launcher}) + "\n")
     emit(event="info", message=f"fake {command}")
     emit(event="progress", percent=50.0)
     if os.environ.get("FAKE_BDGF_FAIL"):
