@@ -230,7 +230,7 @@ class BdgfAlgorithm(QgsProcessingAlgorithm):
 
     def add_processes(self) -> None:
         self.add(QgsProcessingParameterNumber("PROCESSES", "Processes (data parallel)",
-                                              QgsProcessingParameterNumber.Integer, 1, minValue=1, maxValue=256),
+                                              QgsProcessingParameterNumber.Integer, 1, optional=True, minValue=1, maxValue=256),
                  "Training processes on this machine, 1 to 256; default 1. Above 1 the runtime runs under "
                  "torchrun with DistributedDataParallel: one process per GPU on CUDA (use at most the GPU "
                  "count), or CPU processes sharing the cores (Gloo). The results do not depend on it: the "
