@@ -59,7 +59,8 @@ def summary(rows: list[dict]) -> str:
     return " | ".join(f"{m[i]:.2f} ± {s[i]:.2f}" for i in range(3))
 
 
-def scene_part(work: Path, seeds: list[int], epochs: int, samples: int, steps: int | None) -> dict[str, list[dict]]:
+def scene_part(work: Path, seeds: list[int], epochs: int, samples: int, steps: int | None,
+               on_seed=None) -> dict[str, list[dict]]:
     scene = work / "scene"
     if not (scene / "groundtruth.gpkg").exists():
         cli("generate-scene", "--out-dir", scene)
@@ -88,6 +89,8 @@ def scene_part(work: Path, seeds: list[int], epochs: int, samples: int, steps: i
         acc = json.loads((work / "rf.json").read_text())["test_accuracy"]
         results["random forest (baseline)"].append({k: acc[k] for k in ("oa", "aa", "kappa")})
         print(f"seed {seed} random forest: OA {acc['oa']:.2f}", flush=True)
+        if on_seed is not None:  # a long run leaves its finished seeds on disk
+            on_seed(results)
     return results
 
 
@@ -165,8 +168,13 @@ def main() -> None:
 
     t0 = time.perf_counter()
     sections = []
+
+    def partial(r):
+        n = len(r["random forest (baseline)"])
+        write(args, t0, sections + [f"## Embedded scene: {n} of {len(args.seeds)} seeds done so far\n\n" + table(r)])
+
     if "scene" in args.part:
-        r = scene_part(work, args.seeds, args.epochs, args.samples, args.pretrain_steps)
+        r = scene_part(work, args.seeds, args.epochs, args.samples, args.pretrain_steps, partial)
         sections.append("## Embedded scene (200x200, 60 spectral + 2 SAR bands, polygon split)\n\n"
                         f"Diffusion features: `pretrain --profile fast` (masking on; `--no-masking` for the mask-off "
                         f"row). {args.epochs} epochs, {args.samples} training pixels per class, patch 9, CPU.\n\n"
@@ -182,6 +190,12 @@ def main() -> None:
                             f"pixels for testing, {args.epochs} epochs, no diffusion guidance (isolated pixels: the "
                             "DDPM has no tiles to denoise).\n\n" + table(r))
             (work / "houston.json").write_text(json.dumps(r))
+    write(args, t0, sections)
+
+
+def write(args, t0: float, sections: list[str]) -> None:
+    import torch
+
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     head = ("# BDGF accuracy benchmark (issue 4)\n\n"
             f"Command: `python benchmarks/bench_bdgf.py --epochs {args.epochs} --seeds {' '.join(map(str, args.seeds))} "
@@ -190,7 +204,9 @@ def main() -> None:
             f"total {time.perf_counter() - t0:.0f} s. Mean ± standard deviation over {len(args.seeds)} seeds; "
             "accuracy on held-out pixels.\n")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(head + "\n" + "\n\n".join(sections) + "\n")
+    load = os.getloadavg()[0]
+    Path(args.out).write_text(head + f"Load average at writing: {load:.1f} (a shared machine).\n\n"
+                              + "\n\n".join(sections) + "\n")
     print(Path(args.out).read_text())
 
 
