@@ -1,6 +1,7 @@
 """Commands of the deep model: ``pretrain`` (Pretrain DDPM) and ``train`` (Train BDGF)."""
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def read_scene(spec, sar, rep) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cmd_pretrain(args, rep) -> dict:
-    from .atomic import atomic_output, check_writable, partial_path
+    from .atomic import check_writable
     from .cli import run_info
     from .devices import resolve_device
     from .diffusion import DiffusionConfig, extract_features, pretrain_ddpm
@@ -92,15 +93,25 @@ def cmd_pretrain(args, rep) -> dict:
     rep.info(f"pretraining the diffusion model ({cfg.profile} profile): {cfg.steps} steps, batch {cfg.batch}, "
              f"tiles {cfg.tile}, masking {'on' if cfg.masking else 'off'}, speckle {'on' if cfg.speckle else 'off'}")
     train_rep = rep.sub(0.0, 0.75)
+    started = time.perf_counter()
     model = pretrain_ddpm(spectral, sar_a, None, cfg, device, progress=train_rep.callback(),
                           cancelled=rep.cancelled, checkpoint=str(ckpt))
-    model.meta_extra = {"run": run_info(device), "source": {"spectral": str(args.spectral), "sar": str(args.sar)},
-                        "grid": spec.grid.to_json()}
+    pretrain_s = time.perf_counter() - started
+    model.meta_extra.update({"run": run_info(device), "source": {"spectral": str(args.spectral), "sar": str(args.sar)},
+                             "grid": spec.grid.to_json()})
+    cost = model.meta_extra["cost"]
+    spectral_in = (f"{model.n_input_spectral} spectral components of {model.n_spectral} bands"
+                   if model.n_input_spectral != model.n_spectral else f"{model.n_spectral} spectral")
+    rep.info(f"denoiser: {cost['parameters']:,} parameters on {cost['denoiser_bands']} bands "
+             f"({model.n_sar} SAR + {spectral_in}, padded); {cost['train_flops_per_pixel'] / 1e6:.2f} MFLOP per training pixel, "
+             f"{cost['feature_flops_per_pixel'] / 1e6:.2f} MFLOP per feature pixel ({len(cfg.timesteps)} timesteps); "
+             f"pretraining took {pretrain_s:.1f} s")
     model.save(args.model)
     ckpt.unlink(missing_ok=True)
     del spectral, sar_a
     rep.info(f"diffusion model written: {args.model}; computing features ({model.output_channels} channels)")
     feat_rep = rep.sub(0.75, 1.0)
+    started = time.perf_counter()
 
     def read_window(r0, r1, c0, c1):
         return spec.read(r0, r1, c0, c1), sar.read(r0, r1, c0, c1)
@@ -110,9 +121,15 @@ def cmd_pretrain(args, rep) -> dict:
     with create_raster(args.features, spec.grid, model.output_channels, gdal.GDT_Float32, None, names) as w:
         w.ds.SetMetadataItem("BDGF_DIFFUSION_MODEL_ID", str(model.model_id))
         w.ds.SetMetadataItem("BDGF_DIFFUSION_PROFILE", cfg.profile)
-        extract_features(model, read_window, spec.height, spec.width, w.write, tile=cfg.tile, device=device,
+        extract_features(model, read_window, spec.height, spec.width, w.write, tile=cfg.feature_tile, device=device,
                          progress=feat_rep.callback(), cancelled=rep.cancelled)
-    return {"model": str(args.model), "features": str(args.features), "feature_channels": int(info.get("channels", model.output_channels))}
+    features_s = time.perf_counter() - started
+    rep.info(f"features written: {args.features} ({features_s:.1f} s)")
+    return {"model": str(args.model), "features": str(args.features), "profile": cfg.profile,
+            "model_id": str(model.model_id), "feature_channels": int(info.get("channels", model.output_channels)),
+            "parameters": int(cost["parameters"]), "train_mflop_per_pixel": round(cost["train_flops_per_pixel"] / 1e6, 3),
+            "feature_mflop_per_pixel": round(cost["feature_flops_per_pixel"] / 1e6, 3),
+            "pretrain_seconds": round(pretrain_s, 1), "features_seconds": round(features_s, 1)}
 
 
 def cmd_train(args, rep) -> dict:
@@ -132,7 +149,11 @@ def cmd_train(args, rep) -> dict:
     check_writable(args.model)
     if args.report:
         check_writable(args.report)
+    from .distributed import context, rank_device
+
     device = resolve_device(args.device, rep)
+    ctx = context(device)  # torchrun: join the process group (one process: nothing to do)
+    device = rank_device(device, ctx)
     try:
         cfg = BDGFConfig(patch=args.patch_size, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                          use_cnn=not args.no_cnn, use_transformer=not args.no_transformer, use_mamba=not args.no_mamba,
@@ -141,9 +162,13 @@ def cmd_train(args, rep) -> dict:
     except ValueError as exc:
         raise BdgfError(f"{exc}; keep at least one branch on") from None
     data = prepare_training(args.spectral, args.sar, args.groundtruth, args.class_field, args.samples_per_class,
-                            args.split, args.seed, args.validation_share, args.block_size, rep.sub(0, 0.05), args.layer)
+                            args.split, args.seed, args.validation_share, args.block_size, rep.sub(0, 0.05), args.layer,
+                            args.test_groundtruth, args.test_layer)
+    from .models import feature_tags_of
+
     feats = None
     feature_bands = None
+    feature_tags: dict = {}
     if cfg.needs_features:
         if not args.features:
             raise BdgfError("diffusion guidance is on but no feature raster was given; run 'Pretrain DDPM' and pass "
@@ -154,6 +179,7 @@ def cmd_train(args, rep) -> dict:
                             "features 'Pretrain DDPM' computed on this spectral raster")
         feats = np.nan_to_num(fsrc.read())
         feature_bands = fsrc.bands
+        feature_tags = feature_tags_of(args.features)
     spectral = np.nan_to_num(apply(data.spectral.read(), *data.spectral_stats))
     sar = np.nan_to_num(apply(data.sar.read(), *data.sar_stats))
     codes = data.codes()
@@ -169,7 +195,9 @@ def cmd_train(args, rep) -> dict:
     rep.info(f"training BDGF ({', '.join(cfg.branches)}; mutual learning {'on' if cfg.mutual else 'off'}) "
              f"for {cfg.epochs} epochs on {data.split.train.size} pixels, device {device}")
     net, history = fit_bdgf(spectral, sar, feats, pixels(data.split.train), val, len(codes), cfg, device,
-                            progress=rep.sub(0.05, 0.9).callback(), cancelled=rep.cancelled)
+                            progress=rep.sub(0.05, 0.9).callback(), cancelled=rep.cancelled, dist_ctx=ctx)
+    if not ctx.is_main:  # only rank 0 tests and writes
+        return {}
     result = {"split": data.split.summary, "history": history}
     test = data.split.test
     if test.size:
@@ -181,7 +209,9 @@ def cmd_train(args, rep) -> dict:
         rep.info(f"held-out test pixels: OA {acc.oa:.2f}%, AA {acc.aa:.2f}%, Kappa {acc.kappa:.2f}%")
     meta = {
         "model_id": uuid.uuid4().hex, "classes": [c.to_json() for c in data.gt.classes],
-        "inputs": {"spectral_bands": data.spectral.bands, "sar_bands": data.sar.bands, "feature_bands": feature_bands},
+        "inputs": {"spectral_bands": data.spectral.bands, "sar_bands": data.sar.bands, "feature_bands": feature_bands,
+                   "feature_profile": feature_tags.get("profile") or None,
+                   "feature_model_id": feature_tags.get("model_id") or None},
         "grid": data.spectral.grid.to_json(), "groundtruth": str(Path(args.groundtruth).resolve()),
         "split": data.split.summary, "network": net.meta(), "run": run_info(device),
         "features": str(Path(args.features).resolve()) if args.features else None,

@@ -31,14 +31,42 @@ def load_predictor(path: str | os.PathLike, device: str = "cpu", batch_size: int
                     "'Train BDGF' or 'Train random-forest baseline'")
 
 
-def check_inputs(meta: dict, spectral_bands: int, sar_bands: int, feature_bands: int | None = None) -> None:
-    """Refuse rasters whose band counts differ from the ones the model was trained on."""
+FEATURE_TAGS = {"profile": "BDGF_DIFFUSION_PROFILE", "model_id": "BDGF_DIFFUSION_MODEL_ID"}
+
+
+def feature_tags_of(path: str | os.PathLike) -> dict[str, str]:
+    """The diffusion profile and model id that 'Pretrain DDPM' wrote into a feature raster's metadata
+    (empty values for rasters written otherwise)."""
+    from osgeo import gdal
+
+    ds = gdal.Open(str(path))
+    md = (ds.GetMetadata() or {}) if ds is not None else {}
+    return {k: md.get(item, "") for k, item in FEATURE_TAGS.items()}
+
+
+def check_inputs(meta: dict, spectral_bands: int, sar_bands: int, feature_bands: int | None = None,
+                 feature_tags: dict | None = None) -> None:
+    """Refuse rasters whose band counts differ from the ones the model was trained on, and diffusion
+    features from another diffusion model or profile than the training features (``feature_tags``:
+    ``feature_tags_of(path)`` of the feature raster; a model or raster without tags is not checked)."""
     want = meta["inputs"]
     for what, have, need in (("spectral", spectral_bands, want["spectral_bands"]),
                              ("SAR", sar_bands, want["sar_bands"])):
         if have != need:
             raise BdgfError(f"the model was trained on a {what} raster of {need} bands, but this one has {have}; "
                             f"give the {what} raster the model was trained on (or one with the same bands)")
+    tags = feature_tags or {}
+    need_profile, have_profile = want.get("feature_profile"), tags.get("profile")
+    if need_profile and have_profile and have_profile != need_profile:
+        raise BdgfError(f"the model was trained on diffusion features of the '{need_profile}' profile, but this "
+                        f"feature raster was computed with the '{have_profile}' profile; give the features of the "
+                        f"'{need_profile}' diffusion model the BDGF model was trained with "
+                        f"(id {want.get('feature_model_id') or 'unknown'}), or train BDGF on these features")
+    need_id, have_id = want.get("feature_model_id"), tags.get("model_id")
+    if need_id and have_id and have_id != need_id:
+        raise BdgfError(f"the model was trained on the features of diffusion model {need_id}, but this feature "
+                        f"raster comes from diffusion model {have_id}; give the features of diffusion model "
+                        f"{need_id}, or train BDGF on these features")
     if feature_bands is not None and want.get("feature_bands") not in (None, feature_bands):
         raise BdgfError(f"the model was trained on {want['feature_bands']} diffusion feature channels, but the "
                         f"feature raster has {feature_bands}; give the features of the model's diffusion model")

@@ -2,7 +2,7 @@
 
 For each configured timestep t: one noising step q(x_t | x_0) (eq. 8, no masking, BatchNorm in
 eval mode) and one U-Net forward; no reverse sampling. The features are the decoder's
-concatenations (upsampled + skip).
+concatenations (upsampled + skip), all of them ('paper') or the levels in ``feature_layers``.
 
 Reduction (memory-bounded, documented in the model metadata):
 1. each decoder feature (C_k, S_k, h, w) is averaged over its spectral axis -> C_k channels;
@@ -93,20 +93,51 @@ def _window_noise(model: DiffusionModel, t: int, r0: int, r1: int, c0: int, c1: 
 def _tile_raw_features(model: DiffusionModel, read_window: ReadWindow, height: int, width: int,
                        r0: int, r1: int, c0: int, c1: int, halo: int, device: str) -> torch.Tensor:
     """Raw pooled decoder features (D, r1 - r0, c1 - c0) of one tile, computed with a halo."""
-    a, b, c, d = r0 - halo, r1 + halo, c0 - halo, c1 + halo
-    spe, sar = _read_padded(read_window, height, width, a, b, c, d)
-    x0 = torch.from_numpy(model.scale(spe, sar))[None].to(device)
-    speckle_c = model.config.speckle_scale if model.config.speckle else None
-    crop = (slice(None), slice(halo, halo + r1 - r0), slice(halo, halo + c1 - c0))
-    out = []
-    for t in model.config.timesteps:
-        eps, gam = _window_noise(model, t, a, b, c, d)
-        tt = torch.full((1,), t, dtype=torch.long, device=device)
-        x_t, _ = q_sample(x0, tt, model.n_sar, model.schedule, speckle_c, eps=eps[None].to(device),
-                          gamma=None if gam is None else gam[None].to(device))  # eq. 8, one step
-        for f in model.net.decoder_features(model.net_input(x_t), tt):
-            out.append(f[0].mean(dim=1)[crop])  # average over the spectral axis
-    return torch.cat(out).float()
+    return _tiles_raw_features(model, read_window, height, width, [(r0, r1, c0, c1)], halo, device)[0]
+
+
+@torch.no_grad()
+def _tiles_raw_features(model: DiffusionModel, read_window: ReadWindow, height: int, width: int,
+                        tiles: list[tuple[int, int, int, int]], halo: int, device: str) -> list[torch.Tensor]:
+    """Raw pooled decoder features of several tiles (r0, r1, c0, c1), each computed with a halo.
+
+    With ``config.extract_batch`` > 1 the tiles go through the U-Net together as one batch: every
+    window is grown to the largest tile's size (reflect padding continues past the image, so the
+    pixels of the tile are unchanged) and stacked. BatchNorm is in eval mode, so samples do not
+    interact; a batch > 1 lets PyTorch pick oneDNN's convolutions on CPU.
+    """
+    cfg = model.config
+    th = max(r1 - r0 for r0, r1, _, _ in tiles)
+    tw = max(c1 - c0 for _, _, c0, c1 in tiles)
+    batched = cfg.extract_batch > 1 and len(tiles) > 1
+    fmt = torch.channels_last_3d if cfg.channels_last else torch.contiguous_format
+    speckle_c = cfg.speckle_scale if cfg.speckle else None
+    layers = cfg.layers
+    depth = max(layers) + 1
+    windows, x0s = [], []
+    for r0, r1, c0, c1 in tiles:
+        if batched:
+            r1, c1 = r0 + th, c0 + tw
+        a, b, c, d = r0 - halo, r1 + halo, c0 - halo, c1 + halo
+        spe, sar = _read_padded(read_window, height, width, a, b, c, d)
+        windows.append((a, b, c, d))
+        x0s.append(torch.from_numpy(model.scale(spe, sar)).to(device))
+    groups = [list(range(len(tiles)))] if batched else [[i] for i in range(len(tiles))]
+    per_tile: list[list[torch.Tensor]] = [[] for _ in tiles]
+    for t in cfg.timesteps:
+        for group in groups:
+            x0 = torch.stack([x0s[i] for i in group])
+            eps, gam = zip(*(_window_noise(model, t, *windows[i]) for i in group))
+            tt = torch.full((len(group),), t, dtype=torch.long, device=device)
+            x_t, _ = q_sample(x0, tt, model.n_sar, model.schedule, speckle_c, eps=torch.stack(eps).to(device),
+                              gamma=None if gam[0] is None else torch.stack(gam).to(device))  # eq. 8, one step
+            feats = model.net.decoder_features(model.net_input(x_t).contiguous(memory_format=fmt), tt, depth)
+            for j, i in enumerate(group):
+                r0, r1, c0, c1 = tiles[i]
+                crop = (slice(None), slice(halo, halo + r1 - r0), slice(halo, halo + c1 - c0))
+                for k in layers:
+                    per_tile[i].append(feats[k][j].mean(dim=1)[crop])  # average over the spectral axis
+    return [torch.cat(f).float() for f in per_tile]
 
 
 def _project(model: DiffusionModel, raw: torch.Tensor) -> torch.Tensor:
@@ -120,7 +151,7 @@ def _project(model: DiffusionModel, raw: torch.Tensor) -> torch.Tensor:
 def _prepare(model: DiffusionModel, halo: int | None, device: str) -> int:
     model.net.to(device)
     model.net.eval()  # BatchNorm uses its running statistics: per-pixel results, tiling-independent
-    halo = model.net.receptive_radius if halo is None else int(halo)
+    halo = model.net.receptive_radius_of(max(model.config.layers) + 1) if halo is None else int(halo)
     if halo < 0:
         raise ValueError("halo must be >= 0")
     return halo
@@ -138,22 +169,32 @@ def fit_projection(model: DiffusionModel, read_window: ReadWindow, height: int, 
     n_tiles = max(1, cfg.fit_tiles)
     per_tile = max(1, math.ceil(cfg.fit_pixels / n_tiles))
     samples = []
+    picked = []
     for i in range(n_tiles):
-        if cancelled is not None and cancelled():
-            raise Cancelled()
         r0, c0 = int(rng.integers(0, height - th + 1)), int(rng.integers(0, width - tw + 1))
         ok = np.ones((th, tw), bool) if valid is None else np.asarray(valid, bool)[r0:r0 + th, c0:c0 + tw]
         cand = np.flatnonzero(ok)
         if cand.size == 0:
             continue
-        pick = rng.choice(cand, min(per_tile, cand.size), replace=False)
-        raw = _tile_raw_features(model, read_window, height, width, r0, r0 + th, c0, c0 + tw, halo, device)
-        samples.append(raw.reshape(raw.shape[0], -1)[:, torch.from_numpy(pick).to(raw.device)].T.double().cpu())
+        picked.append(((r0, r0 + th, c0, c0 + tw), rng.choice(cand, min(per_tile, cand.size), replace=False)))
+    step = max(1, cfg.extract_batch)
+    for i in range(0, len(picked), step):
+        if cancelled is not None and cancelled():
+            raise Cancelled()
+        group = picked[i:i + step]
+        raws = _tiles_raw_features(model, read_window, height, width, [w for w, _ in group], halo, device)
+        for raw, (_, pick) in zip(raws, group):
+            samples.append(raw.reshape(raw.shape[0], -1)[:, torch.from_numpy(pick).to(raw.device)].T.double().cpu())
         if progress is not None:
-            progress((i + 1) / n_tiles, f"fitting the feature projection: tile {i + 1}/{n_tiles}")
+            done = min(i + step, len(picked))
+            progress(done / len(picked), f"fitting the feature projection: tile {done}/{len(picked)}")
     if not samples:
         raise BdgfError("no valid pixel to fit the diffusion feature projection; give a scene with data")
-    X = torch.cat(samples)
+    model.projection = projection_from_samples(torch.cat(samples), cfg.feature_channels)
+
+
+def projection_from_samples(X: torch.Tensor, channels: int) -> dict[str, np.ndarray]:
+    """Standardise + PCA-whitening projection fitted on raw feature samples X (n, D) float64."""
     mean = X.mean(0)
     std = X.std(0)
     std = torch.where(std > 1e-8 * std.max().clamp_min(1e-30), std, torch.ones_like(std))  # constant channels
@@ -161,43 +202,59 @@ def fit_projection(model: DiffusionModel, read_window: ReadWindow, height: int, 
     cov = Z.T @ Z / max(Z.shape[0] - 1, 1)
     vals, vecs = torch.linalg.eigh(cov)
     vals, vecs = vals.flip(0), vecs.flip(1)  # largest variance first
-    F = min(cfg.feature_channels, X.shape[1], max(X.shape[0] - 1, 1))
+    F = min(channels, X.shape[1], max(X.shape[0] - 1, 1))
     V = vecs[:, :F]
     sign = torch.sign(V[V.abs().argmax(0), torch.arange(F)])  # deterministic sign: largest loading > 0
     V = V * torch.where(sign == 0, torch.ones_like(sign), sign)
     lam = vals[:F].clamp_min(1e-6 * float(vals[0].clamp_min(1e-12)))  # whitening, floored for rank deficit
-    model.projection = {"mean": mean.float().numpy(), "std": std.float().numpy(),
-                        "components": (V / lam.sqrt()).float().numpy()}
+    return {"mean": mean.float().numpy(), "std": std.float().numpy(), "components": (V / lam.sqrt()).float().numpy()}
+
+
+def _spans(n: int, tile: int, balanced: bool) -> list[tuple[int, int]]:
+    """[start, end) of the tiles along one axis: tile-sized with a remainder at the end, or
+    (balanced, for batched extraction where every tile is computed at the largest size)
+    ceil(n / tile) near-equal parts."""
+    if not balanced:
+        return [(a, min(a + tile, n)) for a in range(0, n, tile)]
+    k = -(-n // tile)
+    edges = [round(i * n / k) for i in range(k + 1)]
+    return list(zip(edges[:-1], edges[1:]))
 
 
 def extract_features(model: DiffusionModel, read_window: ReadWindow, height: int, width: int,
-                     write_block: WriteBlock, tile: int = 64, halo: int | None = None, device: str = "cpu",
+                     write_block: WriteBlock, tile: int | None = None, halo: int | None = None, device: str = "cpu",
                      progress: Progress | None = None, cancelled: Callable[[], bool] | None = None) -> dict:
     """Compute the features of a height x width scene, tile by tile; returns model.feature_info().
 
     read_window(row0, row1, col0, col1) returns raw (spectral, sar) arrays of an in-image window;
-    write_block(row0, col0, block) receives each finished (F, h, w) float32 block. halo defaults to
-    the network's receptive radius. Fits the projection first if the model has none and
-    ``feature_channels`` > 0 (save the model afterwards to keep it).
+    write_block(row0, col0, block) receives each finished (F, h, w) float32 block. tile defaults to
+    the config's ``feature_tile``; halo to the receptive radius of the deepest layer used. Fits
+    the projection first if the model has none and ``feature_channels`` > 0 (save the model
+    afterwards to keep it).
     """
+    tile = model.config.feature_tile if tile is None else int(tile)
     if tile < 1 or height < 1 or width < 1:
         raise ValueError("tile, height and width must be positive")
     halo = _prepare(model, halo, device)
     if model.projection is None and model.config.feature_channels > 0:
         fit_projection(model, read_window, height, width, halo=halo, device=device, cancelled=cancelled)
-    corners = [(r, c) for r in range(0, height, tile) for c in range(0, width, tile)]
-    for i, (r0, c0) in enumerate(corners):
+    step = max(1, model.config.extract_batch)
+    rows, cols = _spans(height, tile, step > 1), _spans(width, tile, step > 1)
+    corners = [(r, c) for r in rows for c in cols]
+    for i in range(0, len(corners), step):
         if cancelled is not None and cancelled():
             raise Cancelled()
-        r1, c1 = min(r0 + tile, height), min(c0 + tile, width)
-        raw = _tile_raw_features(model, read_window, height, width, r0, r1, c0, c1, halo, device)
-        write_block(r0, c0, _project(model, raw).cpu().numpy().astype(np.float32, copy=False))
+        tiles = [(r0, r1, c0, c1) for (r0, r1), (c0, c1) in corners[i:i + step]]
+        raws = _tiles_raw_features(model, read_window, height, width, tiles, halo, device)
+        for (r0, _, c0, _), raw in zip(tiles, raws):
+            write_block(r0, c0, _project(model, raw).cpu().numpy().astype(np.float32, copy=False))
         if progress is not None:
-            progress((i + 1) / len(corners), f"diffusion features: tile {i + 1}/{len(corners)}")
+            done = min(i + step, len(corners))
+            progress(done / len(corners), f"diffusion features: tile {done}/{len(corners)}")
     return model.feature_info()
 
 
-def extract_features_array(model: DiffusionModel, spectral: np.ndarray, sar: np.ndarray, tile: int = 64,
+def extract_features_array(model: DiffusionModel, spectral: np.ndarray, sar: np.ndarray, tile: int | None = None,
                            halo: int | None = None, device: str = "cpu", progress: Progress | None = None,
                            cancelled: Callable[[], bool] | None = None) -> np.ndarray:
     """In-memory convenience: raw (Bs, H, W) spectral and (Ba, H, W) SAR -> features (F, H, W) float32."""

@@ -11,12 +11,21 @@ spectral bands min-max scaled to [-1, 1] per band between robust percentiles (cl
 divided by a per-band high percentile (positive values, so multiplicative speckle is meaningful).
 A SAR band whose 1st percentile is negative is taken to be in dB and converted to linear power
 first (10^(x/10)).
+
+Spectral reduction (``spectral_components`` > 0, the 'fast' profile): the scaled spectral bands
+are either projected on their leading principal components, fitted on the same pixel subsample,
+each component divided by its 99.5th percentile of |score| and clipped to [-1, 1] ("pca"), or
+averaged in groups of adjacent bands ("bins"). The number of components is raised so that
+SAR + components fill the U-Net's padded band count (no zero bands). The denoiser then sees
+``n_sar + k`` bands instead of ``n_sar + n_spectral``; masking (Algorithm 1) applies to the
+components as it does to bands. See docs/DIFFUSION.md.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,29 +69,32 @@ class DiffusionConfig:
     checkpoint_every: int = 200
     seed: int = 0
     profile: str = "paper"
+    # Speed levers of the 'fast' profile (defaults = the paper's behaviour; see docs/DIFFUSION.md)
+    spectral_components: int = 0  # >0: reduce the spectral bands before the denoiser to (at least) this many
+    spectral_reduction: str = "pca"  # how: "pca" (principal components of the scene) or "bins" (band means)
+    feature_layers: tuple[int, ...] = ()  # decoder layers kept as features (0 = deepest); () = all
+    channels_last: bool = False  # channels_last_3d memory format on CPU (faster 3-D convs in training)
+    extract_batch: int = 1  # tiles per U-Net forward in feature extraction (>1 selects oneDNN convs on CPU)
+    extract_tile: int = 0  # tile size of feature extraction; 0 = the training tile
 
     @classmethod
     def from_profile(cls, name: str = "paper", **overrides: Any) -> "DiffusionConfig":
-        """'paper': the paper's settings; 'fast': a small model for CPUs (issue 10 tunes it by measurement)."""
-        presets = {
-            "paper": {},
-            "fast": dict(widths=(8, 16, 32, 32), tile=32, batch=8, lr=1e-3, steps=300,
-                          feature_channels=32, fit_tiles=8, fit_pixels=5000),
-        }
-        if name not in presets:
-            raise BdgfError(f"unknown diffusion profile {name!r}; choose one of {sorted(presets)}")
-        return cls(**{**presets[name], "profile": name, **overrides})
+        """'paper': the paper's settings; 'fast': the CPU profile chosen by measurement (docs/DIFFUSION.md)."""
+        if name not in PROFILES:
+            raise BdgfError(f"unknown diffusion profile {name!r}; choose one of {sorted(PROFILES)}")
+        return cls(**{**PROFILES[name], "profile": name, **overrides})
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d["widths"], d["timesteps"] = list(self.widths), list(self.timesteps)
+        for k in _TUPLES:
+            d[k] = list(getattr(self, k))
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "DiffusionConfig":
         known = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
-        for k in ("widths", "timesteps"):
+        for k in _TUPLES:
             if k in d:
                 d[k] = tuple(int(v) for v in d[k])
         return cls(**d)
@@ -94,6 +106,40 @@ class DiffusionConfig:
             raise BdgfError(f"feature timesteps must lie in 1..{self.T}, got {list(self.timesteps)}")
         if self.tile < 4 or self.batch < 1 or self.steps < 0 or self.lr <= 0:
             raise BdgfError("diffusion training needs tile >= 4, batch >= 1, steps >= 0 and lr > 0")
+        levels = len(self.widths) - 1
+        layers = self.feature_layers
+        if any(not 0 <= k < levels for k in layers) or len(set(layers)) != len(layers):
+            raise BdgfError(f"feature layers must be distinct decoder levels 0..{levels - 1} (0 = deepest), "
+                            f"got {list(self.feature_layers)}")
+        if self.spectral_reduction not in ("pca", "bins"):
+            raise BdgfError(f"spectral_reduction must be 'pca' or 'bins', got {self.spectral_reduction!r}")
+        if self.spectral_components < 0 or self.extract_batch < 1 or self.extract_tile < 0:
+            raise BdgfError("spectral_components and extract_tile must be >= 0 and extract_batch >= 1")
+
+    @property
+    def feature_tile(self) -> int:
+        """Tile size used to extract features (a larger tile means less halo overhead)."""
+        return self.extract_tile if self.extract_tile > 0 else self.tile
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """Decoder levels whose concatenations are features, deepest first (0 = deepest)."""
+        return tuple(sorted(self.feature_layers)) if self.feature_layers else tuple(range(len(self.widths) - 1))
+
+
+_TUPLES = ("widths", "timesteps", "feature_layers")
+
+# The profiles. 'paper' is the dataclass defaults (SpectralDiff's set-up). 'fast' was chosen by
+# the measurements in docs/DIFFUSION.md (benchmarks/bench_profiles.py): the spectral PCA and the
+# slimmer, shallower network cut the denoiser's FLOPs per pixel; two timesteps (10, 100, the
+# best pair of the sweep over t and decoder layer) cut extraction; channels_last and batched
+# extraction use oneDNN's kernels.
+PROFILES: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "fast": dict(widths=(8, 16, 32), spectral_components=6, tile=32, batch=8, lr=1e-3, steps=300,
+                 timesteps=(10, 100), feature_layers=(), feature_channels=32, fit_tiles=8, fit_pixels=5000,
+                 channels_last=True, extract_batch=4, extract_tile=96),
+}
 
 
 def padded_bands(n: int, multiple: int) -> int:
@@ -118,8 +164,18 @@ class DiffusionModel:
         self.schedule: Schedule = linear_schedule(config.T, config.beta_start, config.beta_end)
 
     @property
+    def n_input_spectral(self) -> int:
+        """Spectral channels the denoiser sees: the bands, their principal components or band bins."""
+        if "pca_components" in self.scaling:
+            return int(self.scaling["pca_components"].shape[1])
+        if "bin_edges" in self.scaling:
+            return int(self.scaling["bin_edges"].shape[0] - 1)
+        return self.n_spectral
+
+    @property
     def n_bands(self) -> int:
-        return self.n_sar + self.n_spectral
+        """Merged channels fed to the denoiser (SAR first), before padding."""
+        return self.n_sar + self.n_input_spectral
 
     @property
     def n_padded(self) -> int:
@@ -136,6 +192,11 @@ class DiffusionModel:
         lo = self.scaling["spe_lo"][:, None, None]
         hi = self.scaling["spe_hi"][:, None, None]
         spe = np.clip(2.0 * (spectral - lo) / (hi - lo) - 1.0, -1.0, 1.0)
+        if "pca_components" in self.scaling:  # spectral reduction: leading principal components
+            spe = _pca_scores(spe, self.scaling)
+        elif "bin_edges" in self.scaling:  # spectral reduction: means of adjacent scaled bands
+            e = self.scaling["bin_edges"].astype(int)
+            spe = np.stack([spe[a:b].mean(0) for a, b in zip(e[:-1], e[1:])])
         sa = np.empty(sar.shape, dtype=np.float32)
         with np.errstate(all="ignore"):
             for b in range(self.n_sar):
@@ -151,8 +212,13 @@ class DiffusionModel:
 
     # -- features description -------------------------------------------------------------------
     @property
+    def feature_layer_channels(self) -> list[int]:
+        """Channels of the decoder layers kept as features, deepest first."""
+        return [self.net.feature_channels[k] for k in self.config.layers]
+
+    @property
     def raw_feature_channels(self) -> int:
-        return len(self.config.timesteps) * sum(self.net.feature_channels)
+        return len(self.config.timesteps) * sum(self.feature_layer_channels)
 
     @property
     def output_channels(self) -> int:
@@ -160,20 +226,22 @@ class DiffusionModel:
 
     def feature_info(self) -> dict:
         """What extract_features writes: channel count and meaning (stored in model metadata)."""
-        raw = (f"spectral-axis mean of the decoder concatenations (channels {self.net.feature_channels}, "
+        raw = (f"spectral-axis mean of the decoder concatenations (channels {self.feature_layer_channels}, "
                f"deepest first) at t = {list(self.config.timesteps)}, timestep-major")
         if self.projection is None:
             return {"channels": self.output_channels, "raw_channels": self.raw_feature_channels,
-                    "timesteps": list(self.config.timesteps), "layers": self.net.feature_channels,
-                    "meaning": raw}
+                    "timesteps": list(self.config.timesteps), "layers": self.feature_layer_channels,
+                    "profile": self.config.profile, "model_id": self.model_id, "meaning": raw}
         return {"channels": self.output_channels, "raw_channels": self.raw_feature_channels,
-                "timesteps": list(self.config.timesteps), "layers": self.net.feature_channels,
+                "timesteps": list(self.config.timesteps), "layers": self.feature_layer_channels,
+                "profile": self.config.profile, "model_id": self.model_id,
                 "meaning": f"PCA-whitened principal components (largest variance first) of the standardised {raw}"}
 
     # -- files ------------------------------------------------------------------------------------
     def _meta(self) -> dict:
         return {"profile": self.config.profile, "model_id": self.model_id, "n_spectral": self.n_spectral,
-                "n_sar": self.n_sar, "n_bands_padded": self.n_padded, "band_order": "sar,spectral",
+                "n_sar": self.n_sar, "n_input_spectral": self.n_input_spectral,
+                "n_bands_padded": self.n_padded, "band_order": "sar,spectral",
                 "config": self.config.to_dict(),
                 "scaling": {k: v.tolist() for k, v in self.scaling.items()},
                 "features": self.feature_info(), **self.meta_extra}
@@ -187,6 +255,12 @@ class DiffusionModel:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model file (safetensors + JSON metadata, kind 'diffusion'), atomically."""
         return save_model(path, "diffusion", self._tensors(), self._meta())
+
+    def cost(self, tile: int | None = None) -> dict:
+        """Parameters and FLOPs per pixel of this model (``cost.model_cost``)."""
+        from .cost import model_cost
+
+        return model_cost(self, tile)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "cpu") -> "DiffusionModel":
@@ -214,8 +288,14 @@ class DiffusionModel:
 # ---------------------------------------------------------------------------------------------
 # Scaling statistics
 
-def fit_scaling(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray, seed: int) -> dict[str, np.ndarray]:
-    """Per-band robust statistics from a random subsample of valid pixels."""
+def fit_scaling(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray, seed: int,
+                components: int = 0, reduction: str = "pca") -> dict[str, np.ndarray]:
+    """Per-band robust statistics from a random subsample of valid pixels.
+
+    components > 0 also sets up the spectral reduction: "pca" fits it on the same subsample
+    (``pca_mean`` (Bs,), ``pca_components`` (Bs, k), ``pca_scale`` (k,)); "bins" stores the
+    ``bin_edges`` (k + 1,) of k groups of adjacent bands. See the module docstring.
+    """
     rows, cols = np.nonzero(valid)
     if rows.size == 0:
         raise BdgfError("the scene has no valid pixel (all nodata); give a scene with data")
@@ -234,7 +314,49 @@ def fit_scaling(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray, seed: 
     lo, hi = np.nan_to_num(lo), np.nan_to_num(hi)
     hi = np.where(hi - lo > 1e-12, hi, lo + 1.0)  # constant band: any range works
     scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
-    return {"spe_lo": lo, "spe_hi": hi, "sar_scale": scale, "sar_db": db.astype(np.float64)}
+    out = {"spe_lo": lo, "spe_hi": hi, "sar_scale": scale, "sar_db": db.astype(np.float64)}
+    if components > 0 and reduction == "bins":
+        out["bin_edges"] = np.array([round(i * spectral.shape[0] / components) for i in range(components + 1)],
+                                    dtype=np.float64)
+    elif components > 0:
+        out.update(_fit_pca(np.clip(2.0 * (spe - lo[:, None]) / (hi - lo)[:, None] - 1.0, -1.0, 1.0), components))
+    return out
+
+
+def _fit_pca(spe: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Leading k principal components of scaled spectral pixels (Bs, n); deterministic signs."""
+    x = spe[:, np.isfinite(spe).all(0)].T  # (n, Bs)
+    if x.shape[0] < 2:
+        raise BdgfError("too few valid pixels to fit the spectral reduction; give a scene with data")
+    mean = x.mean(0)
+    xc = x - mean
+    vals, vecs = np.linalg.eigh(xc.T @ xc / (x.shape[0] - 1))
+    vecs = vecs[:, ::-1][:, :k]  # largest variance first
+    if vecs.shape[1] < k:  # fewer bands than components: pad with zero components
+        vecs = np.pad(vecs, ((0, 0), (0, k - vecs.shape[1])))
+    sign = np.sign(vecs[np.abs(vecs).argmax(0), np.arange(k)])
+    vecs = vecs * np.where(sign == 0, 1.0, sign)
+    scores = xc @ vecs
+    scale = np.percentile(np.abs(scores), 99.5, axis=0)
+    scale = np.where(scale > 1e-9, scale, 1.0)
+    return {"pca_mean": mean, "pca_components": vecs, "pca_scale": scale}
+
+
+def _pca_scores(spe: np.ndarray, scaling: dict[str, np.ndarray]) -> np.ndarray:
+    """Scaled spectral bands (Bs, h, w) -> scaled principal components (k, h, w) in [-1, 1]."""
+    comps = (scaling["pca_components"] / scaling["pca_scale"][None]).astype(np.float32)
+    centred = spe - scaling["pca_mean"].astype(np.float32)[:, None, None]
+    z = np.tensordot(comps.T, centred, axes=1)
+    return np.clip(z, -1.0, 1.0)
+
+
+def spectral_components(config: DiffusionConfig, n_spectral: int, n_sar: int) -> int:
+    """Components of the spectral reduction (0 = none): at least the configured number, raised to
+    fill the padded band count, at most the number of bands (one band: no reduction)."""
+    if config.spectral_components <= 0:
+        return 0
+    target = padded_bands(n_sar + config.spectral_components, 2 ** (len(config.widths) - 1)) - n_sar
+    return max(1, min(target, n_spectral))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,8 +442,9 @@ def pretrain_ddpm(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray | Non
     valid = finite if valid is None else (np.asarray(valid, bool) & finite)
     with torch.random.fork_rng(devices=[]):  # seeded weight initialisation, caller's RNG untouched
         torch.manual_seed(config.seed)
+        k = spectral_components(config, spectral.shape[0], sar.shape[0])
         model = DiffusionModel(config, spectral.shape[0], sar.shape[0],
-                               fit_scaling(spectral, sar, valid, config.seed))
+                               fit_scaling(spectral, sar, valid, config.seed, k, config.spectral_reduction))
     scene = model.scale(spectral, sar)
     # Small scenes: pad (reflect) up to one tile; padded pixels take no part in the loss.
     ph, pw = max(0, config.tile - H), max(0, config.tile - W)
@@ -331,6 +454,7 @@ def pretrain_ddpm(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray | Non
     positions = torch.from_numpy(_tile_positions(valid, config.tile))
     scene_t, valid_t = torch.from_numpy(scene), torch.from_numpy(valid)
 
+    fmt = torch.channels_last_3d if config.channels_last else torch.contiguous_format
     net = model.net.to(device)
     net.train()
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
@@ -341,7 +465,10 @@ def pretrain_ddpm(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray | Non
     step = 0
     if checkpoint and Path(checkpoint).is_file():
         step = _load_checkpoint(checkpoint, model, opt, gen)
-    C, n_sar, n_spe, tile = model.n_bands, model.n_sar, model.n_spectral, config.tile
+    net.to(memory_format=fmt)  # in place: the optimizer keeps the same parameters
+    started = time.perf_counter()
+    first_step = step
+    C, n_sar, n_spe, tile = model.n_bands, model.n_sar, model.n_input_spectral, config.tile
     speckle_c = config.speckle_scale if config.speckle else None
 
     while step < config.steps:
@@ -359,7 +486,7 @@ def pretrain_ddpm(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray | Non
             x0 = apply_masks(x0, n_sar, n_spe, p, gen)  # Alg. 1: M_s M_r on spectral only
         x_t, target = q_sample(x0, t, n_sar, model.schedule, speckle_c, generator=gen)  # eq. 8
         with torch.autocast("cuda", dtype=amp_dtype, enabled=cuda):
-            pred = net(model.net_input(x_t), t)[:, 0, :C]
+            pred = net(model.net_input(x_t).contiguous(memory_format=fmt), t)[:, 0, :C]
         err = (pred.float() - target).abs() * w  # L1 on the predicted noise, valid pixels only
         loss = err.sum() / (w.sum() * C).clamp_min(1.0)
         opt.zero_grad(set_to_none=True)
@@ -372,6 +499,10 @@ def pretrain_ddpm(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray | Non
         if checkpoint and config.checkpoint_every > 0 and step % config.checkpoint_every == 0 and step < config.steps:
             _save_checkpoint(checkpoint, model, opt, gen, step)
 
+    net.to(memory_format=torch.contiguous_format)
+    model.meta_extra["cost"] = model.cost(config.feature_tile)
+    model.meta_extra["training"] = {"steps": config.steps, "steps_this_run": step - first_step,
+                                    "seconds_this_run": round(time.perf_counter() - started, 3)}
     net.eval()
     if config.feature_channels > 0:
         from .features import fit_projection

@@ -81,9 +81,14 @@ class UNet3D(nn.Module):
         conv_in 1, per level block 1 + down 2, mid 1, per level up 2 + block 1 except the
         last block (the features are taken before it).
         """
-        return 1 + 3 * self.levels + 1 + 3 * self.levels - 1
+        return self.receptive_radius_of(self.levels)
 
-    def _run(self, x: torch.Tensor, t: torch.Tensor, want_output: bool
+    def receptive_radius_of(self, depth: int) -> int:
+        """Spatial radius of the ``depth`` deepest decoder features (depth 1 = the deepest only):
+        conv_in 1, encoder 3 per level, mid block 1, then per up conv 2 and per block in between 1."""
+        return 1 + 3 * self.levels + 1 + 2 * depth + (depth - 1)
+
+    def _run(self, x: torch.Tensor, t: torch.Tensor, want_output: bool, depth: int | None = None
              ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
         if x.dim() != 5 or x.shape[1] != 1:
             raise ValueError(f"expected (N, 1, S, h, w), got {tuple(x.shape)}")
@@ -101,7 +106,7 @@ class UNet3D(nn.Module):
         for k, (up, block) in enumerate(zip(self.ups, self.up_blocks)):
             h = torch.cat([up(h), skips.pop()], dim=1)
             feats.append(h)
-            if k == self.levels - 1 and not want_output:
+            if not want_output and (k == self.levels - 1 or (depth is not None and k + 1 >= depth)):
                 return None, feats  # the last block and conv_out do not feed any feature
             h = block(h, emb)
         return self.conv_out(h), feats
@@ -112,6 +117,9 @@ class UNet3D(nn.Module):
         out, feats = self._run(x, t, True)
         return (out, feats) if return_features else out
 
-    def decoder_features(self, x: torch.Tensor, t: torch.Tensor) -> list[torch.Tensor]:
-        """The decoder's concatenated (upsampled + skip) tensors, deepest first: (N, C_k, S_k, h, w)."""
-        return self._run(x, t, False)[1]
+    def decoder_features(self, x: torch.Tensor, t: torch.Tensor, depth: int | None = None) -> list[torch.Tensor]:
+        """The decoder's concatenated (upsampled + skip) tensors, deepest first: (N, C_k, S_k, h, w).
+
+        depth: only the ``depth`` deepest ones (the decoder stops there); None = all.
+        """
+        return self._run(x, t, False, depth)[1]

@@ -1,0 +1,213 @@
+"""Diffusion profiles (issue 10): 'paper' unchanged, 'fast' round-trips, keeps the grid, has no
+seams, is cheaper, and a BDGF model refuses features of the other profile."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from bdgf_core.diffusion import DiffusionConfig, DiffusionModel, extract_features_array, pretrain_ddpm
+from bdgf_core.diffusion.pretrain import PROFILES, spectral_components
+from bdgf_core.errors import BdgfError
+from bdgf_core.modelfile import read_meta
+from bdgf_core.models import check_inputs, feature_tags_of
+
+
+def _scene(h=24, w=28, bands=10, seed=11):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / 6.0
+    base = np.stack([np.sin(yy), np.cos(xx), np.sin(xx - yy)])
+    spe = (np.einsum("kb,khw->bhw", rng.normal(size=(3, bands)), base) * 50 + 300).astype(np.float32)
+    sar = ((1.5 + base[:2]) * rng.gamma(4.0, 0.25, size=(2, h, w))).astype(np.float32)
+    return spe, sar
+
+
+def _raw(model):
+    m = copy.deepcopy(model)
+    m.projection = None
+    m.config.feature_channels = 0
+    return m
+
+
+# Captured with the code as it was before issue 10 (commit e918189), same seed and settings:
+# `paper` features must not change.
+PAPER_REF = {
+    "weights_sum": 650.0338086974928, "weights_abs_sum": 25448.567664480797,
+    "feat_abs_sum": 4365.844998834655,
+    "feat_3_5": [0.0611388236284256, -0.43403056263923645, -1.7544249296188354, 0.09484052658081055,
+                 2.2231502532958984, 0.17499110102653503, -0.8137421011924744, -1.3042075634002686],
+    "raw_sum": 17029.165129556186, "raw_abs_sum": 24748.011252164935,
+    "raw_3_5_every_37": [0.008942828513681889, 0.06573924422264099, 0.06124715507030487, 0.2522864043712616,
+                         -0.08514976501464844, 0.06591218709945679, 0.18894390761852264, -0.06344924867153168,
+                         0.2802814841270447, 0.003652699524536729, 0.06902539730072021, 0.17395594716072083,
+                         0.4790304899215698],
+}
+
+
+def test_paper_features_unchanged():
+    spe, sar = _scene()
+    cfg = DiffusionConfig.from_profile("paper", steps=3, tile=16, batch=2, timesteps=(5, 100), feature_channels=8,
+                                       fit_tiles=2, fit_pixels=600)
+    m = pretrain_ddpm(spe, sar, None, cfg)
+    w = torch.cat([p.detach().reshape(-1) for p in m.net.state_dict().values() if p.dtype.is_floating_point]).double()
+    assert float(w.sum()) == pytest.approx(PAPER_REF["weights_sum"], rel=1e-6)
+    assert float(w.abs().sum()) == pytest.approx(PAPER_REF["weights_abs_sum"], rel=1e-6)
+    assert m.n_input_spectral == 10 and m.n_padded == 16 and "pca_components" not in m.scaling
+    f = extract_features_array(m, spe, sar, tile=16)
+    assert f.shape == (8, 24, 28)
+    assert float(np.abs(f).astype(np.float64).sum()) == pytest.approx(PAPER_REF["feat_abs_sum"], rel=1e-5)
+    np.testing.assert_allclose(f[:, 3, 5], PAPER_REF["feat_3_5"], rtol=1e-4, atol=1e-4)
+    raw = extract_features_array(_raw(m), spe, sar, tile=16)
+    assert raw.shape == (448, 24, 28)
+    assert float(raw.astype(np.float64).sum()) == pytest.approx(PAPER_REF["raw_sum"], rel=1e-6)
+    assert float(np.abs(raw).astype(np.float64).sum()) == pytest.approx(PAPER_REF["raw_abs_sum"], rel=1e-6)
+    np.testing.assert_allclose(raw[::37, 3, 5], PAPER_REF["raw_3_5_every_37"], rtol=1e-5, atol=1e-6)
+
+
+def _fast_config(**kw):
+    return DiffusionConfig.from_profile("fast", **{**dict(steps=6, tile=16, batch=4, fit_tiles=3, fit_pixels=900,
+                                                          feature_channels=8), **kw})
+
+
+@pytest.fixture(scope="module")
+def fast_model():
+    spe, sar = _scene(h=29, w=34, bands=12)
+    return pretrain_ddpm(spe, sar, None, _fast_config()), (spe, sar)
+
+
+def test_fast_profile_shape_and_cost(fast_model):
+    model, _ = fast_model
+    cfg = model.config
+    assert cfg.profile == "fast" and cfg.channels_last and cfg.spectral_components > 0
+    # 2 SAR + 6 principal components fill the 8 bands of the two-level U-Net: no zero padding
+    assert model.n_input_spectral == spectral_components(cfg, 12, 2) == 6 and model.n_padded == 8
+    assert model.scaling["pca_components"].shape == (12, 6)
+    cost = model.meta_extra["cost"]
+    assert cost["parameters"] == sum(p.numel() for p in model.net.parameters())
+    paper = DiffusionModel(DiffusionConfig(), 60, 2, {"spe_lo": np.zeros(60), "spe_hi": np.ones(60),
+                                                      "sar_scale": np.ones(2), "sar_db": np.zeros(2)}).cost()
+    fast = DiffusionModel(DiffusionConfig.from_profile("fast"), 60, 2,
+                          {"spe_lo": np.zeros(60), "spe_hi": np.ones(60), "sar_scale": np.ones(2), "sar_db": np.zeros(2),
+                           "pca_mean": np.zeros(60), "pca_components": np.zeros((60, 6)),
+                           "pca_scale": np.ones(6)}).cost()
+    assert fast["train_flops_per_pixel"] * 20 < paper["train_flops_per_pixel"]
+    assert fast["feature_flops_per_pixel"] * 100 < paper["feature_flops_per_pixel"]
+    assert fast["parameters"] * 10 < paper["parameters"]
+    assert cost["denoiser_bands"] == 8
+
+
+def test_fast_round_trip(fast_model, tmp_path):
+    model, (spe, sar) = fast_model
+    path = model.save(tmp_path / "fast.bdgf")
+    meta = read_meta(path)
+    assert meta["profile"] == "fast" and meta["features"]["profile"] == "fast"
+    assert meta["config"]["spectral_components"] == 6 and meta["n_input_spectral"] == 6
+    assert meta["features"]["model_id"] == model.model_id
+    assert meta["cost"]["feature_flops_per_pixel"] > 0 and meta["cost"]["parameters"] > 0
+    loaded = DiffusionModel.load(path)
+    assert loaded.config == model.config and loaded.config.profile == "fast"
+    for k in ("pca_mean", "pca_components", "pca_scale"):
+        np.testing.assert_array_equal(loaded.scaling[k], model.scaling[k])
+    a = extract_features_array(model, spe, sar)
+    b = extract_features_array(loaded, spe, sar)
+    np.testing.assert_array_equal(a, b)
+    # a file of the old format (no fast fields) loads as the paper's behaviour
+    assert DiffusionConfig.from_dict({"T": 500}).spectral_components == 0
+
+
+def test_fast_features_grid_and_no_seams(fast_model):
+    model, (spe, sar) = fast_model
+    f = extract_features_array(model, spe, sar)
+    assert f.shape == (8, 29, 34) and f.dtype == np.float32 and np.isfinite(f).all()
+    raw = _raw(model)
+    one = extract_features_array(raw, spe, sar, tile=64)  # the whole scene in one tile
+    tiled = extract_features_array(raw, spe, sar, tile=7)  # batched tiles, partial edge tiles
+    assert one.shape == (len(model.config.timesteps) * sum(model.feature_layer_channels), 29, 34)
+    scale = np.abs(one).max()
+    np.testing.assert_allclose(tiled, one, atol=1e-5 * scale, rtol=0)
+    seams = extract_features_array(raw, spe, sar, tile=7, halo=0)
+    assert np.abs(seams - one).max() > 1e-2 * scale
+
+
+def test_feature_layers_and_halo():
+    cfg = _fast_config(feature_layers=(0,), timesteps=(50,))
+    spe, sar = _scene(h=20, w=22, bands=12)
+    m = pretrain_ddpm(spe, sar, None, cfg)
+    assert m.feature_layer_channels == [m.net.feature_channels[0]]
+    assert m.net.receptive_radius_of(1) < m.net.receptive_radius
+    raw = _raw(m)
+    one = extract_features_array(raw, spe, sar, tile=64)
+    tiled = extract_features_array(raw, spe, sar, tile=5)
+    assert one.shape == (m.net.feature_channels[0], 20, 22)
+    np.testing.assert_allclose(tiled, one, atol=1e-5 * np.abs(one).max(), rtol=0)
+    with pytest.raises(BdgfError, match="feature layers"):
+        DiffusionConfig.from_profile("fast", feature_layers=(5,)).validate()
+
+
+def test_profiles_listed():
+    assert set(PROFILES) == {"paper", "fast"}
+    assert DiffusionConfig.from_profile("paper") == DiffusionConfig()
+    with pytest.raises(BdgfError, match="unknown diffusion profile"):
+        DiffusionConfig.from_profile("turbo")
+
+
+def _bdgf_meta(profile, model_id, bands=32):
+    return {"inputs": {"spectral_bands": 12, "sar_bands": 2, "feature_bands": bands,
+                       "feature_profile": profile, "feature_model_id": model_id}}
+
+
+def test_features_of_the_other_profile_are_refused(tmp_path):
+    from osgeo import gdal
+
+    from bdgf_core.raster import Grid, write_array
+
+    grid = Grid(4, 3, (0.0, 1.0, 0.0, 0.0, 0.0, -1.0), "")
+    path = write_array(tmp_path / "feat.tif", np.zeros((32, 3, 4), np.float32), grid)
+    ds = gdal.Open(str(path), gdal.GA_Update)
+    ds.SetMetadataItem("BDGF_DIFFUSION_MODEL_ID", "f" * 32)
+    ds.SetMetadataItem("BDGF_DIFFUSION_PROFILE", "fast")
+    ds = None
+    tags = feature_tags_of(path)
+    assert tags == {"profile": "fast", "model_id": "f" * 32}
+    check_inputs(_bdgf_meta("fast", "f" * 32), 12, 2, 32, tags)  # the matching features pass
+    with pytest.raises(BdgfError, match="'paper' profile.*'fast' profile"):
+        check_inputs(_bdgf_meta("paper", "a" * 32), 12, 2, 32, tags)  # same channel count, other profile
+    with pytest.raises(BdgfError, match="diffusion model a{32}"):
+        check_inputs(_bdgf_meta("fast", "a" * 32), 12, 2, 32, tags)  # same profile, another model
+    # models and rasters from before the tags: only the channel count is checked
+    check_inputs({"inputs": {"spectral_bands": 12, "sar_bands": 2, "feature_bands": 32}}, 12, 2, 32, tags)
+    check_inputs(_bdgf_meta("paper", "a" * 32), 12, 2, 32, {"profile": "", "model_id": ""})
+    with pytest.raises(BdgfError, match="feature channels"):
+        check_inputs(_bdgf_meta(None, None, bands=64), 12, 2, 32, tags)
+
+
+def test_cli_records_profile_cost_and_refuses_the_other_profile(tmp_path):
+    from test_cli import result, run
+
+    from bdgf_core.modelfile import read_meta as meta_of
+    from bdgf_core.raster import RasterSource
+
+    _, ev, _ = run("generate-scene", "--out-dir", tmp_path, "--size", "32", "--bands", "8", "--seed", "2")
+    s = result(ev)
+    outs = {}
+    for profile in ("fast", "paper"):
+        _, ev, _ = run("pretrain", "--spectral", s["spectral"], "--sar", s["sar"], "--profile", profile, "--steps", "2",
+                       "--tile-size", "16", "--batch-size", "2", "--timesteps", "5", "--feature-channels", "8",
+                       "--model", tmp_path / f"{profile}.bdgf", "--features", tmp_path / f"{profile}.tif")
+        outs[profile] = p = result(ev)
+        assert p["profile"] == profile and p["parameters"] > 0 and p["feature_mflop_per_pixel"] > 0
+        assert feature_tags_of(p["features"]) == {"profile": profile, "model_id": p["model_id"]}
+        assert meta_of(p["model"])["cost"]["parameters"] == p["parameters"]
+        feats = RasterSource(p["features"])
+        assert feats.grid.same_as(RasterSource(s["spectral"]).grid) and feats.bands == 8  # the scene's grid
+    assert outs["paper"]["parameters"] > 10 * outs["fast"]["parameters"]
+    assert outs["paper"]["train_mflop_per_pixel"] > 10 * outs["fast"]["train_mflop_per_pixel"]
+    _, ev, _ = run("train", "--spectral", s["spectral"], "--sar", s["sar"], "--groundtruth", s["groundtruth"],
+                   "--features", outs["fast"]["features"], "--samples-per-class", "10", "--epochs", "1",
+                   "--batch-size", "32", "--patch-size", "3", "--device", "cpu", "--model", tmp_path / "bdgf.bdgf")
+    meta = meta_of(result(ev)["model"])
+    assert meta["inputs"]["feature_profile"] == "fast"
+    assert meta["inputs"]["feature_model_id"] == outs["fast"]["model_id"]
+    check_inputs(meta, 8, 2, 8, feature_tags_of(outs["fast"]["features"]))
+    with pytest.raises(BdgfError, match="'fast' profile.*'paper' profile"):
+        check_inputs(meta, 8, 2, 8, feature_tags_of(outs["paper"]["features"]))  # both have 8 channels
