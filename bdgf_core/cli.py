@@ -6,6 +6,7 @@ final result, 1 with a one-line error naming the problem and the fix, 130 when c
 from __future__ import annotations
 
 import argparse
+import os
 import datetime as _dt
 import platform
 import sys
@@ -100,9 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="classification map (GeoTIFF)")
     c.add_argument("--confidence", default=None, help="optional raster of the maximum class probability")
     c.add_argument("--entropy", default=None, help="optional raster of the prediction entropy (nats)")
-    c.add_argument("--memory-mb", type=positive_int, default=1024)
+    c.add_argument("--memory-mb", type=positive_int, default=1024,
+                   help="memory budget of the run in MB (batches, caches and blocks of rows are sized from it)")
     c.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    c.add_argument("--batch-size", type=positive_int, default=None)
+    c.add_argument("--batch-size", type=positive_int, default=None,
+                   help="pixels per network batch (BDGF; default: chosen from the memory budget)")
 
     a = sub.add_parser("assess", parents=[common], help="accuracy of a map against ground truth")
     a.add_argument("--map", required=True)
@@ -132,8 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     if mode == "auto":
         mode = "bar" if sys.stderr.isatty() else "none"
     rep = Reporter(mode)
+    if int(os.environ.get("RANK", "0") or 0) > 0:  # a non-main torchrun process: errors only
+        rep.quiet_rank(int(os.environ["RANK"]))
     rep.install_signal_handlers()
     started = time.time()
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and args.command != "train":
+        rep.error(f"'{args.command}' runs in one process; only 'train' runs under torchrun so far "
+                  "(run this command without torchrun)")
+        return EXIT_ERROR
     try:
         outputs = COMMANDS[args.command](args, rep)
     except Cancelled as exc:
@@ -252,27 +261,36 @@ def cmd_classify(args, rep: Reporter) -> dict:
     from .atomic import check_writable
     from .inference import Inputs, classify
     from .models import check_inputs, classes_of, load_predictor
-    from .raster import RasterSource, any_pixel_with_data
+    from .raster import any_pixel_with_data
     from .devices import resolve_device
 
     for p in (args.out, args.confidence, args.entropy):
         if p:
             check_writable(p)
+    if args.features and args.diffusion_model:  # the raster is already computed: it wins (as the QGIS help says)
+        rep.warning("both a feature raster and a diffusion model were given: the feature raster is used")
+        args.diffusion_model = None
     device = resolve_device(args.device, rep)
     predictor, meta = load_predictor(args.model, device=device, batch_size=args.batch_size)
     from .samples import open_inputs
 
     spec, sar = open_inputs(args.spectral, args.sar, rep)
-    feats = None
-    if meta["kind"] == "bdgf":
-        feats = _feature_source(args, meta, spec, rep)
-    check_inputs(meta, spec.bands, sar.bands, feats.bands if feats is not None else None)
+    feats = diffusion = None
+    if meta["kind"] == "bdgf" and meta["inputs"].get("feature_bands"):
+        if args.diffusion_model:
+            diffusion = _diffusion_features(args, meta, spec, device, rep)
+        else:
+            feats = _feature_source(args, meta, spec, rep)
+    elif args.features or args.diffusion_model:
+        rep.warning("this model does not use diffusion features; --features / --diffusion-model are ignored")
+    check_inputs(meta, spec.bands, sar.bands,
+                 feats.bands if feats is not None else diffusion.bands if diffusion is not None else None)
     if not any_pixel_with_data([spec, sar]):
         raise BdgfError("the spectral and SAR rasters have no pixel with data in both (all nodata or NaN); "
                         "check their nodata values and that they cover the same area")
     rep.info(f"model {Path(args.model).name} ({meta['kind']}), device {device}")
-    out = classify(predictor, Inputs(spec, sar, feats), args.out, classes_of(meta), args.confidence, args.entropy,
-                   args.memory_mb, rep)
+    out = classify(predictor, Inputs(spec, sar, feats, diffusion), args.out, classes_of(meta), args.confidence,
+                   args.entropy, args.memory_mb, rep)
     return out
 
 
@@ -286,7 +304,30 @@ def _feature_source(args, meta, spec, rep):
                             "features computed by 'Pretrain DDPM' on this spectral raster")
         return src
     raise BdgfError("this BDGF model needs diffusion features: give the feature raster written by 'Pretrain DDPM' "
-                    "(--features)")
+                    "(--features) or the diffusion model to compute them from (--diffusion-model)")
+
+
+def _diffusion_features(args, meta, spec, device, rep):
+    """Features computed during classification from the diffusion model the classifier was trained with."""
+    from .diffusion import DiffusionModel
+    from .inference import DiffusionFeatures
+    from .raster import open_raster
+
+    model = DiffusionModel.load(args.diffusion_model, device=device)
+    # The training feature raster names the diffusion model that made it: refuse another one.
+    trained_on = meta.get("features")
+    if trained_on and Path(trained_on).exists():
+        made_by = open_raster(trained_on, "diffusion feature raster").GetMetadataItem("BDGF_DIFFUSION_MODEL_ID")
+        if made_by and made_by != model.model_id:
+            raise BdgfError(f"the classifier was trained on the features of another diffusion model (id {made_by}, "
+                            f"features {Path(trained_on).name}), not of {Path(args.diffusion_model).name}; give the "
+                            "diffusion model that 'Pretrain DDPM' wrote with those features")
+    else:
+        rep.info("the training feature raster is not at hand to check that this is the classifier's diffusion model")
+    feats = DiffusionFeatures(model, spec.height, spec.width, device)
+    rep.info(f"diffusion features computed block by block from {Path(args.diffusion_model).name} "
+             f"({feats.bands} channels, halo {feats.halo} px)")
+    return feats
 
 
 def cmd_assess(args, rep: Reporter) -> dict:
