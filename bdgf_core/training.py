@@ -14,8 +14,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .distributed import SINGLE, DistContext, all_ranks_agree, check_batch, loss_scale, rank_slice, sync_batchnorm
 from .errors import BdgfError, Cancelled
 from .network.bdgf import BDGFConfig, BDGFNet
+from .patchconv import SharedFirstLayers, patches, tile_shape
 from .patches import extract_patches, pad_reflect
 
 Pixels = tuple[np.ndarray, np.ndarray, np.ndarray]  # rows, cols, labels 0..C-1
@@ -54,6 +56,17 @@ class _PatchSource:
                 for pd in self.padded]
 
 
+class _NetWithLoss(torch.nn.Module):
+    """forward(spec, sar, dif, labels) -> the loss of eq. 29, for DistributedDataParallel."""
+
+    def __init__(self, net: BDGFNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, spec: Tensor, sar: Tensor, dif: Optional[Tensor], labels: Tensor) -> Tensor:
+        return self.net.loss(self.net(spec, sar, dif), labels)[0]
+
+
 @torch.inference_mode()
 def _accuracy(net: BDGFNet, src: _PatchSource, labels: np.ndarray, batch_size: int) -> float:
     net.eval()
@@ -69,7 +82,8 @@ def _accuracy(net: BDGFNet, src: _PatchSource, labels: np.ndarray, batch_size: i
 def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarray], train: Pixels,
              val: Optional[Pixels], n_classes: int, config: Optional[BDGFConfig] = None, device: str = "cpu",
              progress: Optional[Progress] = None,
-             cancelled: Optional[Callable[[], bool]] = None) -> tuple[BDGFNet, dict]:
+             cancelled: Optional[Callable[[], bool]] = None, dist_ctx: Optional[DistContext] = None
+             ) -> tuple[BDGFNet, dict]:
     """Train a BDGFNet on labelled pixels; return (net in eval mode on ``device``, history).
 
     spectral (Bs, H, W), sar (Ba, H, W), features (F, H, W) or None (only when no guidance is
@@ -77,8 +91,14 @@ def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarra
     with the best validation OA (first one on ties) is kept; without, the last epoch.
     History: loss (mean per epoch), val_oa (per epoch, empty without val), lr, best_epoch,
     best_val_oa, seconds. Repeatable on CPU for a given config.seed.
+
+    Under torchrun (``dist_ctx`` from :func:`bdgf_core.distributed.context`) every process draws the
+    same global batches and trains on its slice of each, with DistributedDataParallel and
+    global-batch BatchNorm, so the weights are those of one process (see bdgf_core/distributed.py).
     """
     cfg = config or BDGFConfig()
+    ctx = dist_ctx or SINGLE
+    check_batch(cfg.batch_size, ctx)
     dev = torch.device(device)
     spectral, sar = np.asarray(spectral), np.asarray(sar)
     if spectral.ndim != 3 or sar.ndim != 3 or spectral.shape[1:] != sar.shape[1:]:
@@ -105,15 +125,24 @@ def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarra
     gen = np.random.default_rng(cfg.seed)  # batch order
     net = BDGFNet(spectral.shape[0], sar.shape[0], 0 if features is None else features.shape[0], n_classes,
                   cfg).to(dev)
+    ddp = None
+    if ctx.enabled:
+        net = sync_batchnorm(net, device)
+        # The loss (eq. 29) is inside the wrapped forward: its temperature network is then part of
+        # what DDP sees, and parameters an ablation leaves unused are found, not waited for.
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            _NetWithLoss(net), device_ids=[dev.index] if dev.type == "cuda" else None,
+            find_unused_parameters=True)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.milestones), gamma=cfg.gamma)
     labels_t = torch.from_numpy(tr_labels).to(dev)
     history: dict = {"loss": [], "val_oa": [], "lr": [], "best_epoch": None, "best_val_oa": None, "seconds": 0.0}
     best_state, best_oa = None, -1.0
     n = len(tr_labels)
-    # A last batch of one sample would break BatchNorm in training mode: fold it into the previous.
+    # A last batch of one sample (of fewer samples than processes) would break BatchNorm in training
+    # mode (leave a process without samples): fold it into the previous one.
     starts = list(range(0, n, cfg.batch_size))
-    if len(starts) > 1 and n - starts[-1] < 2:
+    if len(starts) > 1 and n - starts[-1] < max(2, ctx.world):
         starts.pop()
     t0 = time.perf_counter()
     for epoch in range(cfg.epochs):
@@ -121,24 +150,36 @@ def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarra
         order = gen.permutation(n)
         total, count = 0.0, 0
         for i, s in enumerate(starts):
-            if cancelled is not None and cancelled():
+            stop = cancelled is not None and cancelled()
+            if ctx.enabled:  # one process cancelled: all stop at the same step
+                stop = not all_ranks_agree(not stop, ctx)
+            if stop:
                 raise Cancelled()
-            idx = order[s:starts[i + 1] if i + 1 < len(starts) else n]
+            batch = order[s:starts[i + 1] if i + 1 < len(starts) else n]
+            idx = rank_slice(batch, ctx)
             spec_b, sar_b, dif_b = tr_src.batch(idx)
-            if len(idx) < 2:  # a single training pixel in all: BatchNorm needs 2 samples
+            if len(idx) < 2 and not ctx.enabled:  # a single training pixel in all: BatchNorm needs 2 samples
                 spec_b, sar_b = spec_b.repeat(2, 1, 1, 1), sar_b.repeat(2, 1, 1, 1)
                 dif_b = None if dif_b is None else dif_b.repeat(2, 1, 1, 1)
                 y = labels_t[idx].repeat(2)
             else:
                 y = labels_t[idx]
-            with _autocast(dev):
-                out = net(spec_b, sar_b, dif_b)
-            loss, _ = net.loss(out, y)  # loss in fp32 (the mutual module casts)
+            if ddp is not None:
+                with _autocast(dev):
+                    loss = ddp(spec_b, sar_b, dif_b, y)
+            else:
+                with _autocast(dev):
+                    out = net(spec_b, sar_b, dif_b)
+                loss, _ = net.loss(out, y)  # loss in fp32 (the mutual module casts)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * loss_scale(len(idx), len(batch), ctx)).backward()  # DDP averages the gradients
             opt.step()
             total += float(loss.detach()) * len(idx)
             count += len(idx)
+        if ctx.enabled:  # the epoch's loss over all processes' samples
+            t = torch.tensor([total, float(count)], dtype=torch.float64, device=dev)
+            torch.distributed.all_reduce(t)
+            total, count = float(t[0]), int(t[1])
         history["lr"].append(opt.param_groups[0]["lr"])
         sched.step()
         history["loss"].append(total / count)
@@ -162,43 +203,48 @@ def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarra
     return net, history
 
 
-def _windows(block: np.ndarray | Tensor, patch: int, device: torch.device) -> Tensor:
-    """(C, h+p-1, w+p-1) -> strided view (h, w, C, p, p) on ``device`` (no copy of the windows)."""
+def _windows(block: np.ndarray | Tensor, device: torch.device) -> Tensor:
+    """A (C, h+p-1, w+p-1) block as a float32 tensor on ``device`` (no copy when it already is one)."""
     t = torch.as_tensor(np.asarray(block, dtype=np.float32) if not isinstance(block, Tensor) else block)
-    t = t.to(device=device, dtype=torch.float32)
-    return t.unfold(1, patch, 1).unfold(2, patch, 1).permute(1, 2, 0, 3, 4)
+    return t.to(device=device, dtype=torch.float32)
 
 
 def predict_block(net: BDGFNet, spectral_block: np.ndarray | Tensor, sar_block: np.ndarray | Tensor,
-                  feature_block: np.ndarray | Tensor | None, patch: int, batch_size: int = 1024) -> np.ndarray:
+                  feature_block: np.ndarray | Tensor | None, patch: int, batch_size: int = 1024,
+                  share: bool = True) -> np.ndarray:
     """Class probabilities (C, h, w) float32 of the inner pixels of blocks (channels, h+p-1, w+p-1).
 
     The blocks carry the patch halo (the caller pads at image borders the way training did).
-    Pixels go through the net ``batch_size`` at a time; each batch gathers its patches from a
-    strided window view, so only that batch's patches are materialised.
+    Pixels go through the net in square tiles of about ``batch_size`` pixels; only one tile's
+    patches are materialised at a time. With ``share`` the first-layer convolutions of the raw
+    patches are computed once per tile (exactly, see :mod:`bdgf_core.patchconv`) instead of
+    once per patch.
     """
     if patch != net.config.patch:
         raise BdgfError(f"the model was trained with patch size {net.config.patch}, not {patch}")
     device = next(net.parameters()).device
-    spec_w = _windows(spectral_block, patch, device)
-    h, w = spec_w.shape[:2]
-    sar_w = _windows(sar_block, patch, device)
     use_dif = net.config.needs_features
-    dif_w = _windows(feature_block, patch, device) if use_dif else None
-    if sar_w.shape[:2] != (h, w) or (dif_w is not None and dif_w.shape[:2] != (h, w)):
-        raise BdgfError("spectral, SAR and feature blocks must cover the same pixels")
-    spec_w, sar_w = spec_w.reshape(h * w, *spec_w.shape[2:]), sar_w.reshape(h * w, *sar_w.shape[2:])
-    if dif_w is not None:
-        dif_w = dif_w.reshape(h * w, *dif_w.shape[2:])
+    blocks = [_windows(spectral_block, device), _windows(sar_block, device),
+              _windows(feature_block, device) if use_dif else None]
+    h, w = blocks[0].shape[1] - patch + 1, blocks[0].shape[2] - patch + 1
+    if h < 1 or w < 1 or any(b is not None and tuple(b.shape[1:]) != tuple(blocks[0].shape[1:]) for b in blocks):
+        raise BdgfError("spectral, SAR and feature blocks must cover the same pixels, with the patch halo")
     net.eval()
-    probs = torch.empty(h * w, net.n_classes, dtype=torch.float32)
-    with torch.inference_mode():
-        for s in range(0, h * w, batch_size):
-            e = min(s + batch_size, h * w)
-            with _autocast(device):
-                logits = net(spec_w[s:e], sar_w[s:e], None if dif_w is None else dif_w[s:e]).logits
-            probs[s:e] = torch.softmax(logits.float(), dim=-1).cpu()
-    return probs.T.reshape(net.n_classes, h, w).numpy()
+    plan = SharedFirstLayers.of(net) if share else None
+    th, tw = tile_shape(batch_size, h, w)
+    probs = torch.empty(net.n_classes, h, w, dtype=torch.float32)
+    with torch.inference_mode(), (plan.installed() if plan is not None else nullcontext()):
+        for r in range(0, h, th):
+            for c in range(0, w, tw):
+                rh, cw = min(th, h - r), min(tw, w - c)
+                wins = [None if b is None else b[:, r:r + rh + patch - 1, c:c + cw + patch - 1] for b in blocks]
+                batch = [None if x is None else patches(x, patch, channels_last=True) for x in wins]
+                if plan is not None:
+                    plan.set_tile(wins, batch, rh, cw, patch)
+                with _autocast(device):
+                    logits = net(*batch).logits
+                probs[:, r:r + rh, c:c + cw] = torch.softmax(logits.float(), dim=-1).T.reshape(-1, rh, cw).cpu()
+    return probs.numpy()
 
 
 @torch.inference_mode()

@@ -84,7 +84,6 @@ class PretrainAlgorithm(BdgfAlgorithm):
                  "0 = paper (the paper's network sizes), 1 = fast (a smaller network for CPUs and quick "
                  "trials). From qgis_process pass the number.")
         self.add_device()
-        self.add_processes()
         self.add_seed()
         self.add(QgsProcessingParameterFileDestination(self.MODEL, "Diffusion model file", MODEL_FILTER),
                  "The .bdgf diffusion model to write (DIFFUSION_MODEL of 'Classify raster').")
@@ -125,6 +124,5 @@ class PretrainAlgorithm(BdgfAlgorithm):
                  "--seed", self.parameterAsInt(parameters, self.SEED, context),
                  "--profile", PROFILES[self.parameterAsEnum(parameters, self.PROFILE, context)],
                  "--model", model, "--features", features]
-        res = self.run_runtime("pretrain", args, feedback, outputs=[model, features],
-                               processes=self.processes(parameters, context))
+        res = self.run_runtime("pretrain", args, feedback, outputs=[model, features])
         return {self.MODEL: plain(res.get("model", model)), self.FEATURES: plain(res.get("features", features))}

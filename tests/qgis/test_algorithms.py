@@ -172,14 +172,11 @@ def test_missing_class_field_is_explained(bdgf_provider, fake_runtime, tiny_scen
 
 
 def test_processes_launch_the_runtime_under_torchrun(bdgf_provider, fake_runtime, tiny_scene, tmp_path):
-    base = {"SPECTRAL": tiny_scene["spectral"], "SAR": tiny_scene["sar"], "PROFILE": 1,
-            "MODEL": str(tmp_path / "ddpm.bdgf"), "FEATURES": str(tmp_path / "feat.tif")}
-    run("pretrain", base)
+    base = {"SPECTRAL": tiny_scene["spectral"], "SAR": tiny_scene["sar"], "FEATURES": tiny_scene["spectral"],
+            "GROUND_TRUTH": tiny_scene["groundtruth"], "MODEL": str(tmp_path / "b.bdgf")}
+    run("train", base)
     assert fake_runtime()[-1]["launcher"] == []  # one process: no torchrun
-    run("pretrain", {**base, "PROCESSES": 2})
+    run("train", {**base, "PROCESSES": 2})
     call = fake_runtime()[-1]
-    assert call["command"] == "pretrain"
+    assert call["command"] == "train"
     assert call["launcher"] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    run("train", {"SPECTRAL": tiny_scene["spectral"], "SAR": tiny_scene["sar"], "FEATURES": tiny_scene["spectral"],
-                  "GROUND_TRUTH": tiny_scene["groundtruth"], "PROCESSES": 3, "MODEL": str(tmp_path / "b.bdgf")})
-    assert fake_runtime()[-1]["launcher"][-1] == "--nproc_per_node=3"
