@@ -498,7 +498,8 @@ def render(data: dict) -> None:
     if t:
         m = t["machine"]
         L += ["## Time and peak memory: pretraining + feature extraction", "",
-              f"Command: `{t['command']}` ({t['seconds'] / 60:.0f} min). Machine: {m['cpu']}, {m['cores']} cores, "
+              f"Command: `{t['command']}` (results of each job are cached in the work folder, so an interrupted "
+              f"run resumes). Machine: {m['cpu']}, {m['cores']} cores, "
               f"{m['torch_threads']} torch thread(s), torch {m['torch']}, {m['date']}. Other work shared the "
               "machine; all rows of a scene ran in the same invocation.", "",
               "| scene | profile | pretraining (s) | features (s) | total (s) | peak RSS (MiB) | how |", "|---|---|---|---|---|---|---|"]
@@ -530,7 +531,8 @@ def render(data: dict) -> None:
     a = data.get("accuracy")
     if a:
         L += ["## Downstream accuracy: BDGF with 'fast' vs 'paper' features", "",
-              f"Command: `{a['command']}` ({a['seconds'] / 60:.0f} min). `train`, polygon split, 50 training pixels "
+              f"Command: `{a['command']}` (each run is cached in the work folder; an interrupted run resumes). "
+              f"`train`, polygon split, 50 training pixels "
               f"per class, {a['epochs']} epochs, seeds {a['seeds']} (the seed draws the split and initialises the "
               f"network). 'paper' features: paper architecture, timesteps and 64 PCA-whitened channels, pretrained "
               f"only {a['paper_steps']} steps of batch 2 (32x32 tiles) — not the paper's 30000 x 20: a CPU cannot; "
