@@ -396,15 +396,19 @@ def diffusion(f: dict, repeats: int, matmul: dict) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Report
 
-def _linear(runs: dict) -> tuple[str, float, float]:
+def _linear(runs: dict) -> tuple[str, float, float, float]:
+    """Table rows; spread of wall and CPU time per pixel over the sizes; spread of the peak."""
     sizes = sorted(runs, key=int)
-    per_px = [runs[s]["seconds"] / int(s) ** 2 for s in sizes]
-    spread = max(per_px) / min(per_px) - 1
+    wall = [runs[s]["seconds"] / int(s) ** 2 for s in sizes]
+    cpu = [runs[s]["cpu_seconds"] / int(s) ** 2 for s in sizes]
     mem = [runs[s]["peak_mb"] for s in sizes]
-    rows = "\n".join(f"| {s} x {s} | {int(s) ** 2 / 1e6:.2f} | {runs[s]['seconds']:.1f} | "
-                     f"{runs[s]['seconds'] / int(s) ** 2 * 1e6:.1f} | {runs[s]['peak_mb']:.0f} | {runs[s]['growth_mb']:.0f} |"
-                     for s in sizes)
-    return rows, spread, max(mem) - min(mem)
+    rows = "\n".join(f"| {s} x {s} | {int(s) ** 2 / 1e6:.2f} | {runs[s]['seconds']:.1f} | {w * 1e6:.1f} | {c * 1e6:.1f} | "
+                     f"{runs[s]['peak_mb']:.0f} | {runs[s]['growth_mb']:.0f} |" for s, w, c in zip(sizes, wall, cpu))
+    return rows, max(wall) / min(wall) - 1, max(cpu) / min(cpu) - 1, max(mem) - min(mem)
+
+
+SCALE_HEAD = ("| scene | Mpixels | time (s) | s per Mpixel | CPU s per Mpixel | peak (MB) | growth (MB) |\n"
+              "|---|---|---|---|---|---|---|")
 
 
 def report(res: dict, args, path: Path) -> None:
@@ -422,7 +426,8 @@ def report(res: dict, args, path: Path) -> None:
          + ". The parts can run separately (`--parts`); the raw figures are in classify.json.", "",
          f"Machine: {cpu}, {os.cpu_count()} cores, no GPU, torch {torch.__version__}, Python {platform.python_version()}. "
          "**The machine was shared**: other jobs (among them a diffusion-training sweep) ran on the same 2 cores during "
-         "the whole benchmark (load average about 4), so wall-clock rates are lower and noisier than on an idle machine. "
+         "the whole benchmark (load average 3-8, often 6 busy processes), so wall-clock rates are lower and noisier "
+         "than on an idle machine. "
          "Figures compared with each other come from interleaved repeats of one run; ratios are taken within the run.",
          "", "Figures are min / median / max over the repeats where there are repeats; the scene-size runs are one "
          "run each (a child process per run: time of the CLI's `main`, peak resident set = the kernel's VmHWM of that "
@@ -483,17 +488,22 @@ def report(res: dict, args, path: Path) -> None:
         for name, title in (("rf20", "Random forest, 20 trees (mosaics of the 200 x 200 scene)"),
                             ("bdgf_cnn_p5", "BDGF, CNN branch only, patch 5, with diffusion features (VRT windows "
                                             "of the mosaic)")):
-            rows, spread, mem = _linear(s[name])
-            L += [f"{title}:", "", "| scene | Mpixels | time (s) | s per Mpixel | peak (MB) | growth (MB) |",
-                  "|---|---|---|---|---|---|", rows, "",
-                  f"Time per pixel varies by {100 * spread:.0f}% over the sizes (target: linear within 20%); peak "
-                  f"memory varies by {mem:.0f} MB.", ""]
-        L += ["The paper network classifies about 1e6 pixels in the better part of an hour on this shared machine, "
-              "so the scaling runs use the CNN-branch-only BDGF model (same streaming code, same predictor).", ""]
+            rows, spread, cspread, mem = _linear(s[name])
+            L += [f"{title}:", "", SCALE_HEAD, rows, "",
+                  f"Time per pixel varies by {100 * spread:.0f}% (wall) and {100 * cspread:.0f}% (CPU time) over the "
+                  f"sizes (target: linear within 20%); peak memory varies by {mem:.0f} MB.", ""]
+        L += ["Reading the tables: the times include the run's fixed start (model file, memory probe, first "
+              "forward pass: about a second), which weighs on the smallest scene; and the wall time includes "
+              "the other jobs' share of the cores, which changed between runs (the CPU time of the run does not "
+              "see it). The peak grows until a block of rows reaches the budget, then stays: the forest's "
+              "1000 x 1000 run already fills it, BDGF's 250 x 250 and 500 x 500 scenes fit in less.",
+              "", "The paper network classifies about 1e6 pixels in the better part of an hour on this shared "
+              "machine, so the scaling runs use the CNN-branch-only BDGF model (same streaming code, same "
+              "predictor).", ""]
     d = res.get("diffusion")
     if d:
         c = d["cost"]
-        rows, spread, mem = _linear(d["runs"])
+        rows, spread, cspread, mem = _linear(d["runs"])
         L += ["## 4. Diffusion features computed during classification", "",
               f"`pretrain --profile fast --steps 2` model: {c['parameters']} parameters, {c['denoiser_bands']} denoiser "
               f"bands, {c['feature_flops_per_pixel'] / 1e6:.2f} MFLOP per pixel of a window, "
@@ -504,13 +514,15 @@ def report(res: dict, args, path: Path) -> None:
               f"(matmul FLOP/s with as many threads, {d.get('matmul_source', 'same run')}): **{d['ratio']:.2f}**.", "",
               "Streaming the features over whole scenes as `classify --diffusion-model` does (rows read with the "
               "diffusion halo, features computed block by block, no classifier), `--memory-mb 1024`:", "",
-              "| scene | Mpixels | time (s) | s per Mpixel | peak (MB) | growth (MB) |", "|---|---|---|---|---|---|",
-              rows, "", f"Time per pixel varies by {100 * spread:.0f}%; peak memory by {mem:.0f} MB.", "",
+              SCALE_HEAD, rows, "", f"Time per pixel varies by {100 * spread:.0f}% (wall) and {100 * cspread:.0f}% "
+              f"(CPU time); peak memory by {mem:.0f} MB.", "",
               f"One call from rasters to map (BDGF, 64 x 64 window): with `--diffusion-model` "
               f"{d['classify_64_with_model']['seconds']:.1f} s, peak {d['classify_64_with_model']['peak_mb']:.0f} MB; with "
               f"the feature raster `--features` {d['classify_64_with_raster']['seconds']:.1f} s, peak "
               f"{d['classify_64_with_raster']['peak_mb']:.0f} MB; the two maps agree on "
-              f"{100 * d['classify_64_same_map']:.2f}% of the pixels.", ""]
+              f"{100 * d['classify_64_same_map']:.2f}% of the pixels (the raster's features were computed on the "
+              "whole 200 x 200 scene, the run's on the 64 x 64 window, whose edges are then image borders with "
+              "reflect padding; on the same scene the maps are identical: tests/test_classify_scale.py).", ""]
     L += [NOTES, ""]
     path.write_text("\n".join(L))
 
