@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import contextlib
 import json
 import shlex
 import sys
@@ -62,15 +63,24 @@ NO_GUIDE = ["--no-guide-cnn", "--no-guide-transformer", "--no-guide-mamba"]
 _CACHE_LOCK = threading.Lock()
 
 
+@contextlib.contextmanager
+def _locked(work: Path):
+    """The cache file, locked against other threads and processes (benchmarks may run side by side)."""
+    import fcntl
+
+    with _CACHE_LOCK, open(work / "cache.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield work / "cache.json"
+
+
 def cached(work: Path, key: str, fn, *args):
     """fn(*args), remembered in work/cache.json under key: an interrupted run resumes where it was."""
-    path = work / "cache.json"
-    with _CACHE_LOCK:
+    with _locked(work) as path:
         cache = json.loads(path.read_text()) if path.exists() else {}
     if key in cache:
         return cache[key]
     value = fn(*args)
-    with _CACHE_LOCK:
+    with _locked(work) as path:
         cache = json.loads(path.read_text()) if path.exists() else {}
         cache[key] = value
         path.write_text(json.dumps(cache, indent=1))

@@ -56,7 +56,9 @@ def test_paper_features_unchanged():
     f = extract_features_array(m, spe, sar, tile=16)
     assert f.shape == (8, 24, 28)
     assert float(np.abs(f).astype(np.float64).sum()) == pytest.approx(PAPER_REF["feat_abs_sum"], rel=1e-5)
-    np.testing.assert_allclose(f[:, 3, 5], PAPER_REF["feat_3_5"], rtol=1e-4, atol=1e-4)
+    # The projection is an eigendecomposition fitted on the features: other CPUs/BLAS builds move single
+    # values by up to ~1e-3 (seen in CI), while a real change to the paper path moves them by O(0.1).
+    np.testing.assert_allclose(f[:, 3, 5], PAPER_REF["feat_3_5"], rtol=0, atol=5e-3)
     raw = extract_features_array(_raw(m), spe, sar, tile=16)
     assert raw.shape == (448, 24, 28)
     assert float(raw.astype(np.float64).sum()) == pytest.approx(PAPER_REF["raw_sum"], rel=1e-6)
