@@ -7,6 +7,7 @@ import torch
 from .errors import BdgfError
 from .network.bdgf import BDGFNet
 from .normalise import apply
+from .oom import OomRetry
 from .training import predict_block
 
 #: Largest batch chosen from a memory budget on CPU: smaller batches keep a tile's activations in
@@ -35,6 +36,7 @@ class BDGFPredictor:
         self.fixed_batch = batch_size is not None
         self.batch_size = batch_size or (GPU_BATCH if self.device.type == "cuda" else CPU_MAX_BATCH)
         self._per_pixel: float | None = None
+        self.log = None  # told when an out-of-memory retry lowers the batch (e.g. Reporter.warning)
 
     @classmethod
     def from_file(cls, tensors: dict, meta: dict, device: str = "cpu", batch_size: int | None = None) -> "BDGFPredictor":
@@ -88,4 +90,9 @@ class BDGFPredictor:
         s = np.nan_to_num(apply(spectral, self.stats["spectral_mean"], self.stats["spectral_std"]), copy=False)
         a = np.nan_to_num(apply(sar, self.stats["sar_mean"], self.stats["sar_std"]), copy=False)
         f = None if features is None else np.nan_to_num(features)
-        return predict_block(self.net, s, a, f, self.patch, self.batch_size)
+        # Out of memory (GPU): the block is predicted again with half the batch; the batch that
+        # fitted is kept for the following blocks.
+        retry = OomRetry(self.batch_size, 1, str(self.device), self.log, "classification")
+        probs = retry.run(lambda b: predict_block(self.net, s, a, f, self.patch, b))
+        self.batch_size = retry.batch
+        return probs

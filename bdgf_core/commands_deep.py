@@ -195,7 +195,8 @@ def cmd_train(args, rep) -> dict:
     rep.info(f"training BDGF ({', '.join(cfg.branches)}; mutual learning {'on' if cfg.mutual else 'off'}) "
              f"for {cfg.epochs} epochs on {data.split.train.size} pixels, device {device}")
     net, history = fit_bdgf(spectral, sar, feats, pixels(data.split.train), val, len(codes), cfg, device,
-                            progress=rep.sub(0.05, 0.9).callback(), cancelled=rep.cancelled, dist_ctx=ctx)
+                            progress=rep.sub(0.05, 0.9).callback(), cancelled=rep.cancelled, dist_ctx=ctx,
+                            log=rep.warning)
     if not ctx.is_main:  # only rank 0 tests and writes
         return {}
     result = {"split": data.split.summary, "history": history}

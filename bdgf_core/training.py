@@ -17,11 +17,22 @@ from torch import Tensor
 from .distributed import SINGLE, DistContext, all_ranks_agree, check_batch, loss_scale, rank_slice, sync_batchnorm
 from .errors import BdgfError, Cancelled
 from .network.bdgf import BDGFConfig, BDGFNet
+from .oom import OomRetry, for_each_batch
 from .patchconv import SharedFirstLayers, patches, tile_shape
 from .patches import extract_patches, pad_reflect
 
 Pixels = tuple[np.ndarray, np.ndarray, np.ndarray]  # rows, cols, labels 0..C-1
 Progress = Callable[[float, str], None]
+Log = Callable[[str], None]
+
+
+def micro_spans(n: int, micro: int) -> list[tuple[int, int]]:
+    """[start, end) micro-batches of at most ``micro`` (>= 2) samples covering [0, n); a last one
+    of a single sample is folded into the one before (BatchNorm in training mode needs two)."""
+    spans = [(s, min(s + micro, n)) for s in range(0, n, micro)]
+    if len(spans) > 1 and spans[-1][1] - spans[-1][0] < 2:
+        spans[-2:] = [(spans[-2][0], n)]
+    return spans
 
 
 def _autocast(device: torch.device):
@@ -68,22 +79,26 @@ class _NetWithLoss(torch.nn.Module):
 
 
 @torch.inference_mode()
-def _accuracy(net: BDGFNet, src: _PatchSource, labels: np.ndarray, batch_size: int) -> float:
+def _accuracy(net: BDGFNet, src: _PatchSource, labels: np.ndarray, retry: OomRetry) -> float:
     net.eval()
     correct = 0
-    for start in range(0, len(labels), batch_size):
-        idx = np.arange(start, min(start + batch_size, len(labels)))
+
+    def chunk(start: int, end: int) -> None:
+        nonlocal correct
+        idx = np.arange(start, end)
         with _autocast(src.device):
             pred = net(*src.batch(idx)).logits.argmax(-1).cpu().numpy()
         correct += int((pred == labels[idx]).sum())
+
+    for_each_batch(len(labels), chunk, retry)
     return correct / max(len(labels), 1)
 
 
 def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarray], train: Pixels,
              val: Optional[Pixels], n_classes: int, config: Optional[BDGFConfig] = None, device: str = "cpu",
              progress: Optional[Progress] = None,
-             cancelled: Optional[Callable[[], bool]] = None, dist_ctx: Optional[DistContext] = None
-             ) -> tuple[BDGFNet, dict]:
+             cancelled: Optional[Callable[[], bool]] = None, dist_ctx: Optional[DistContext] = None,
+             log: Optional[Log] = None) -> tuple[BDGFNet, dict]:
     """Train a BDGFNet on labelled pixels; return (net in eval mode on ``device``, history).
 
     spectral (Bs, H, W), sar (Ba, H, W), features (F, H, W) or None (only when no guidance is
@@ -95,6 +110,11 @@ def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarra
     Under torchrun (``dist_ctx`` from :func:`bdgf_core.distributed.context`) every process draws the
     same global batches and trains on its slice of each, with DistributedDataParallel and
     global-batch BatchNorm, so the weights are those of one process (see bdgf_core/distributed.py).
+
+    Out of memory on the GPU (one process): the step is run again as micro-batches of half the size
+    with the gradients accumulated, so the optimiser still takes one step per batch of
+    ``batch_size``; only BatchNorm then sees micro-batch statistics. ``log`` is told. Under torchrun
+    a rank cannot redo its step alone without desynchronising DDP, so there it stops with the message.
     """
     cfg = config or BDGFConfig()
     ctx = dist_ctx or SINGLE
@@ -144,6 +164,39 @@ def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarra
     starts = list(range(0, n, cfg.batch_size))
     if len(starts) > 1 and n - starts[-1] < max(2, ctx.world):
         starts.pop()
+    # Out-of-memory retries (bdgf_core.oom): under torchrun the floor is the batch itself (no retry).
+    floor = 2 if not ctx.enabled else cfg.batch_size
+    train_retry = OomRetry(cfg.batch_size, floor, str(dev), log, "training")
+    eval_retry = OomRetry(cfg.batch_size, 1, str(dev), log, "validation")
+
+    def _step(idx: np.ndarray, micro: int, scale: float) -> float:
+        """Forward and backward of one batch as micro-batches of at most ``micro``; the batch's mean loss."""
+        opt.zero_grad(set_to_none=True)
+        spans = micro_spans(len(idx), max(2, micro))
+        loss_sum = 0.0
+        for k, (a, b) in enumerate(spans):
+            sub = idx[a:b]
+            spec_b, sar_b, dif_b = tr_src.batch(sub)
+            if len(sub) < 2 and not ctx.enabled:  # a single training pixel in all: BatchNorm needs 2 samples
+                spec_b, sar_b = spec_b.repeat(2, 1, 1, 1), sar_b.repeat(2, 1, 1, 1)
+                dif_b = None if dif_b is None else dif_b.repeat(2, 1, 1, 1)
+                y = labels_t[sub].repeat(2)
+            else:
+                y = labels_t[sub]
+            sync = ddp.no_sync() if ddp is not None and k < len(spans) - 1 else nullcontext()
+            with sync:
+                if ddp is not None:
+                    with _autocast(dev):
+                        loss = ddp(spec_b, sar_b, dif_b, y)
+                else:
+                    with _autocast(dev):
+                        out = net(spec_b, sar_b, dif_b)
+                    loss, _ = net.loss(out, y)  # loss in fp32 (the mutual module casts)
+                # one span: exactly the full-batch step; several: each weighted by its share
+                (loss * (scale if len(spans) == 1 else scale * len(sub) / len(idx))).backward()
+            loss_sum += float(loss.detach()) * len(sub)
+        return loss_sum / len(idx)
+
     t0 = time.perf_counter()
     for epoch in range(cfg.epochs):
         net.train()
@@ -157,24 +210,9 @@ def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarra
                 raise Cancelled()
             batch = order[s:starts[i + 1] if i + 1 < len(starts) else n]
             idx = rank_slice(batch, ctx)
-            spec_b, sar_b, dif_b = tr_src.batch(idx)
-            if len(idx) < 2 and not ctx.enabled:  # a single training pixel in all: BatchNorm needs 2 samples
-                spec_b, sar_b = spec_b.repeat(2, 1, 1, 1), sar_b.repeat(2, 1, 1, 1)
-                dif_b = None if dif_b is None else dif_b.repeat(2, 1, 1, 1)
-                y = labels_t[idx].repeat(2)
-            else:
-                y = labels_t[idx]
-            if ddp is not None:
-                with _autocast(dev):
-                    loss = ddp(spec_b, sar_b, dif_b, y)
-            else:
-                with _autocast(dev):
-                    out = net(spec_b, sar_b, dif_b)
-                loss, _ = net.loss(out, y)  # loss in fp32 (the mutual module casts)
-            opt.zero_grad(set_to_none=True)
-            (loss * loss_scale(len(idx), len(batch), ctx)).backward()  # DDP averages the gradients
-            opt.step()
-            total += float(loss.detach()) * len(idx)
+            scale = loss_scale(len(idx), len(batch), ctx)  # DDP averages the gradients
+            total += train_retry.run(lambda micro: _step(idx, micro, scale)) * len(idx)
+            opt.step()  # once per batch, after every micro-batch succeeded
             count += len(idx)
         if ctx.enabled:  # the epoch's loss over all processes' samples
             t = torch.tensor([total, float(count)], dtype=torch.float64, device=dev)
@@ -185,7 +223,7 @@ def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarra
         history["loss"].append(total / count)
         msg = f"epoch {epoch + 1}/{cfg.epochs}: loss {total / count:.4f}"
         if va_src is not None:
-            oa = _accuracy(net, va_src, va_labels, cfg.batch_size)
+            oa = _accuracy(net, va_src, va_labels, eval_retry)
             history["val_oa"].append(oa)
             msg += f", validation OA {oa:.4f}"
             if oa > best_oa:
@@ -256,9 +294,12 @@ def predict_pixels(net: BDGFNet, spectral: np.ndarray, sar: np.ndarray, features
     rows, cols = np.divmod(np.asarray(flat, np.int64), spectral.shape[2])
     src = _PatchSource([spectral, sar, features], patch, rows, cols, device)
     out = []
-    for i in range(0, rows.size, batch_size):
-        spec, sr, dif = src.batch(np.arange(i, min(i + batch_size, rows.size)))
+
+    def chunk(start: int, end: int) -> None:
+        spec, sr, dif = src.batch(np.arange(start, end))
         with _autocast(device):
             logits = net(spec, sr, dif).logits
         out.append(torch.softmax(logits.float(), 1).cpu().numpy())
+
+    for_each_batch(rows.size, chunk, OomRetry(batch_size, 1, str(device), None, "prediction"))
     return np.concatenate(out) if out else np.empty((0, net.n_classes), np.float32)

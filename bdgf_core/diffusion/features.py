@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import BdgfError, Cancelled
+from ..oom import OomRetry
 from .forward import q_sample, sample_speckle, speckle_shape
 from .pretrain import DiffusionModel, Progress
 
@@ -223,7 +224,8 @@ def _spans(n: int, tile: int, balanced: bool) -> list[tuple[int, int]]:
 
 def extract_features(model: DiffusionModel, read_window: ReadWindow, height: int, width: int,
                      write_block: WriteBlock, tile: int | None = None, halo: int | None = None, device: str = "cpu",
-                     progress: Progress | None = None, cancelled: Callable[[], bool] | None = None) -> dict:
+                     progress: Progress | None = None, cancelled: Callable[[], bool] | None = None,
+                     log: Callable[[str], None] | None = None) -> dict:
     """Compute the features of a height x width scene, tile by tile; returns model.feature_info().
 
     read_window(row0, row1, col0, col1) returns raw (spectral, sar) arrays of an in-image window;
@@ -231,6 +233,9 @@ def extract_features(model: DiffusionModel, read_window: ReadWindow, height: int
     the config's ``feature_tile``; halo to the receptive radius of the deepest layer used. Fits
     the projection first if the model has none and ``feature_channels`` > 0 (save the model
     afterwards to keep it).
+
+    Out of memory (GPU): the tiles that failed are computed again as sub-tiles of half the size
+    (no seams: a pixel's features do not depend on the tiling), and that size is kept; ``log`` is told.
     """
     tile = model.config.feature_tile if tile is None else int(tile)
     if tile < 1 or height < 1 or width < 1:
@@ -241,13 +246,23 @@ def extract_features(model: DiffusionModel, read_window: ReadWindow, height: int
     step = max(1, model.config.extract_batch)
     rows, cols = _spans(height, tile, step > 1), _spans(width, tile, step > 1)
     corners = [(r, c) for r in rows for c in cols]
+    retry = OomRetry(tile, min(tile, 8), device, log, "diffusion features")
+
+    def run(tiles: list[tuple[int, int, int, int]], size: int) -> None:
+        if size < tile:  # after an out-of-memory: the same pixels in sub-tiles of at most size
+            tiles = [(r0 + a, r0 + b, c0 + c, c0 + d) for r0, r1, c0, c1 in tiles
+                     for a, b in _spans(r1 - r0, size, False) for c, d in _spans(c1 - c0, size, False)]
+        for k in range(0, len(tiles), step):
+            part = tiles[k:k + step]
+            raws = _tiles_raw_features(model, read_window, height, width, part, halo, device)
+            for (r0, _, c0, _), raw in zip(part, raws):
+                write_block(r0, c0, _project(model, raw).cpu().numpy().astype(np.float32, copy=False))
+
     for i in range(0, len(corners), step):
         if cancelled is not None and cancelled():
             raise Cancelled()
         tiles = [(r0, r1, c0, c1) for (r0, r1), (c0, c1) in corners[i:i + step]]
-        raws = _tiles_raw_features(model, read_window, height, width, tiles, halo, device)
-        for (r0, _, c0, _), raw in zip(tiles, raws):
-            write_block(r0, c0, _project(model, raw).cpu().numpy().astype(np.float32, copy=False))
+        retry.run(lambda size: run(tiles, size))
         if progress is not None:
             done = min(i + step, len(corners))
             progress(done / len(corners), f"diffusion features: tile {done}/{len(corners)}")
