@@ -120,8 +120,20 @@ def split_section(summary: dict | None) -> str:
         f'<td>{v.get("train_polygons", v.get("train_blocks", "–"))}</td><td>{v.get("test_polygons", v.get("test_blocks", "–"))}</td></tr>'
         for v in summary.get("classes", {}).values())
     warns = "".join(f"<li>{html.escape(w)}</li>" for w in summary.get("warnings", []))
+    if strat == "fixed":  # a separate test layer: name both sources and how validation was drawn
+        def src(path_key: str, layer_key: str) -> str:
+            name = os.path.basename(str(summary.get(path_key, "?")))
+            layer = summary.get(layer_key)
+            return html.escape(name + (f" (layer {layer})" if layer else ""))
+
+        val = summary.get("validation_strategy") if summary.get("validation_share") else None
+        note += (f"<p>Fixed sets: training pixels from <b>{src('groundtruth', 'layer')}</b>, test pixels from "
+                 f"<b>{src('test_groundtruth', 'test_layer')}</b>"
+                 + (f"; the validation share taken by <b>{html.escape(str(val))}</b>" if val else "") + ".</p>")
+    totals = (f" In all: {summary['train']} training, {summary['validation']} validation, {summary['test']} test "
+              "pixels." if "train" in summary else "")
     return f"""<h2>Split</h2><p>Strategy <b>{html.escape(str(strat))}</b>, seed {summary.get('seed')},
-{summary.get('samples_per_class')} training pixels per class requested.</p>{note}
+{summary.get('samples_per_class')} training pixels per class requested.{totals}</p>{note}
 <table><tr><th class="l">Class</th><th>Training px</th><th>Validation px</th><th>Test px</th>
 <th>Training regions/blocks</th><th>Test regions/blocks</th></tr>{rows}</table>
 {f'<ul>{warns}</ul>' if warns else ''}"""

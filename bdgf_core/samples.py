@@ -97,6 +97,7 @@ def prepare_training(spectral: str, sar: str, groundtruth: str, class_field: str
         sp = split_fixed(train_gt, test_gt, samples_per_class, split, seed, validation_share, block_size, valid)
         sp.summary["groundtruth"] = str(Path(groundtruth).resolve())
         sp.summary["test_groundtruth"] = str(Path(test_groundtruth).resolve())
+        sp.summary["layer"], sp.summary["test_layer"] = layer, test_layer
         label = (f"fixed sets: training from {Path(groundtruth).name}, testing on {Path(test_groundtruth).name}"
                  + (f" (validation by {split})" if validation_share > 0 else ""))
     for w in sp.warnings:
