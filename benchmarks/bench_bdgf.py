@@ -60,10 +60,14 @@ def summary(rows: list[dict]) -> str:
 
 
 def scene_part(work: Path, seeds: list[int], epochs: int, samples: int, steps: int | None,
-               on_seed=None) -> dict[str, list[dict]]:
+               on_seed=None, variant: str = "standard") -> dict[str, list[dict]]:
+    from bench_profiles import cached
+
+    work = work / variant
+    work.mkdir(parents=True, exist_ok=True)
     scene = work / "scene"
     if not (scene / "groundtruth.gpkg").exists():
-        cli("generate-scene", "--out-dir", scene)
+        cli("generate-scene", "--out-dir", scene, "--variant", variant)
     s, a, g = scene / "spectral.tif", scene / "sar.tif", scene / "groundtruth.gpkg"
     feats = {}
     for name, extra in (("masked", []), ("plain", ["--no-masking"])):
@@ -74,21 +78,47 @@ def scene_part(work: Path, seeds: list[int], epochs: int, samples: int, steps: i
                 *(["--steps", steps] if steps else []), "--model", work / f"ddpm_{name}.bdgf", "--features", f)
             print(f"pretrain {name}: {time.perf_counter() - t0:.0f} s", flush=True)
         feats[name] = f
-    results: dict[str, list[dict]] = {k: [] for k in [*SCENE_CONFIGS, "random forest (baseline)"]}
+    pix = ["BDGF (full) — pixels split (the paper's protocol)", "random forest — pixels split"]
+    results: dict[str, list[dict]] = {k: [] for k in [*SCENE_CONFIGS, "random forest (baseline)", *pix]}
     common = ["--spectral", s, "--sar", a, "--groundtruth", g, "--samples-per-class", samples, "--split", "polygons"]
     for seed in seeds:
         for name, (extra, fk) in SCENE_CONFIGS.items():
-            t0 = time.perf_counter()
-            fa = ["--features", feats[fk]] if fk else []
-            cli("train", *common, *fa, *extra, "--epochs", epochs, "--seed", seed, "--device", "cpu",
-                "--model", work / "m.bdgf", "--report", work / "m.html")
-            acc = json.loads((work / "m.json").read_text())["test_accuracy"]
-            results[name].append({k: acc[k] for k in ("oa", "aa", "kappa")})
-            print(f"seed {seed} {name}: OA {acc['oa']:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
-        cli("train-baseline", *common, "--seed", seed, "--model", work / "rf.bdgf", "--report", work / "rf.html")
-        acc = json.loads((work / "rf.json").read_text())["test_accuracy"]
-        results["random forest (baseline)"].append({k: acc[k] for k in ("oa", "aa", "kappa")})
-        print(f"seed {seed} random forest: OA {acc['oa']:.2f}", flush=True)
+            def run(extra=extra, fk=fk) -> dict:
+                fa = ["--features", feats[fk]] if fk else []
+                cli("train", *common, *fa, *extra, "--epochs", epochs, "--seed", seed, "--device", "cpu",
+                    "--model", work / "m.bdgf", "--report", work / "m.html")
+                acc = json.loads((work / "m.json").read_text())["test_accuracy"]
+                return {k: acc[k] for k in ("oa", "aa", "kappa")}
+
+            t0 = time.perf_counter()  # each run is cached: an interrupted benchmark resumes
+            results[name].append(cached(work, f"{name}/{epochs}/{samples}/{seed}", run))
+            print(f"seed {seed} {name}: OA {results[name][-1]['oa']:.2f} ({time.perf_counter() - t0:.0f} s)",
+                  flush=True)
+
+        def forest() -> dict:
+            cli("train-baseline", *common, "--seed", seed, "--model", work / "rf.bdgf", "--report", work / "rf.html")
+            acc = json.loads((work / "rf.json").read_text())["test_accuracy"]
+            return {k: acc[k] for k in ("oa", "aa", "kappa")}
+
+        results["random forest (baseline)"].append(cached(work, f"rf/{samples}/{seed}", forest))
+        print(f"seed {seed} random forest: OA {results['random forest (baseline)'][-1]['oa']:.2f}", flush=True)
+        # issue 8: the same full model and forest under the paper's random pixel split
+        px = [*common[:-1], "pixels"]
+
+        def bdgf_pixels() -> dict:
+            cli("train", *px, "--features", feats["masked"], "--epochs", epochs, "--seed", seed, "--device", "cpu",
+                "--model", work / "mp.bdgf", "--report", work / "mp.html")
+            acc = json.loads((work / "mp.json").read_text())["test_accuracy"]
+            return {k: acc[k] for k in ("oa", "aa", "kappa")}
+
+        def forest_pixels() -> dict:
+            cli("train-baseline", *px, "--seed", seed, "--model", work / "rfp.bdgf", "--report", work / "rfp.html")
+            acc = json.loads((work / "rfp.json").read_text())["test_accuracy"]
+            return {k: acc[k] for k in ("oa", "aa", "kappa")}
+
+        for name, fn in zip(pix, (bdgf_pixels, forest_pixels)):
+            results[name].append(cached(work, f"pixels/{name}/{epochs}/{samples}/{seed}", fn))
+            print(f"seed {seed} {name}: OA {results[name][-1]['oa']:.2f}", flush=True)
         if on_seed is not None:  # a long run leaves its finished seeds on disk
             on_seed(results)
     return results
@@ -146,6 +176,58 @@ def houston_part(seeds: list[int], epochs: int, samples: int) -> dict[str, list[
     return results
 
 
+def houston_splits_part(work: Path, seeds: list[int], epochs: int, samples: int) -> dict[str, list[dict]]:
+    """Issue 8: BDGF (no guidance) and the random forest on Houston2013 under the paper's random pixel
+    split and under the polygon split (whole connected regions of the TR raster held out)."""
+    from bench_profiles import cached
+    from bench_splits import load_houston
+
+    from bdgf_core.baseline import fit_forest, forest_proba
+    from bdgf_core.metrics import assess
+    from bdgf_core.network.bdgf import BDGFConfig
+    from bdgf_core.sampling import split_samples
+    from bdgf_core.training import fit_bdgf, predict_pixels
+
+    hsi, lidar, gt, row_of = load_houston()
+    labels = gt.labels.ravel()
+    codes = [c.code for c in gt.classes]
+    idx = {c: i for i, c in enumerate(codes)}
+    results: dict[str, list[dict]] = {}
+    for strategy in ("pixels", "polygons"):
+        for seed in seeds:
+            sp = split_samples(gt, samples, strategy, seed)
+            tr, te = row_of[sp.train], row_of[sp.test]
+            y = labels[sp.train], labels[sp.test]
+            m1, s1, m2, s2 = hsi[tr].mean(0), hsi[tr].std(0) + 1e-6, lidar[tr].mean(0), lidar[tr].std(0) + 1e-6
+
+            def bdgf(tr=tr, te=te, y=y, seed=seed) -> dict:
+                rows = np.concatenate([tr, te])  # one row of pixels: training first, then the test pixels
+                spec = ((hsi[rows] - m1) / s1).T[:, None, :].astype(np.float32)
+                sar = ((lidar[rows] - m2) / s2).T[:, None, :].astype(np.float32)
+                px = (np.zeros(tr.size, np.int64), np.arange(tr.size), np.array([idx[int(v)] for v in y[0]]))
+                cfg = BDGFConfig(patch=1, epochs=epochs, seed=seed, guide_cnn=False, guide_transformer=False,
+                                 guide_mamba=False)
+                net, _ = fit_bdgf(spec, sar, None, px, None, len(codes), cfg, "cpu")
+                pred = predict_pixels(net, spec, sar, None, np.arange(tr.size, rows.size), 1).argmax(1)
+                a = assess(y[1], np.asarray(codes)[pred], codes)
+                return {"oa": a.oa, "aa": a.aa, "kappa": a.kappa, "train": int(tr.size), "test": int(te.size)}
+
+            def forest(tr=tr, te=te, y=y, seed=seed) -> dict:
+                x = np.concatenate([hsi, lidar], 1)
+                m, s = x[tr].mean(0), x[tr].std(0) + 1e-6
+                f = fit_forest((x[tr] - m) / s, y[0], trees=200, seed=seed)
+                a = assess(y[1], np.asarray(codes)[forest_proba(f, (x[te] - m) / s).argmax(1)], codes)
+                return {"oa": a.oa, "aa": a.aa, "kappa": a.kappa, "train": int(tr.size), "test": int(te.size)}
+
+            for name, fn in (("BDGF, no guidance", bdgf), ("random forest (baseline)", forest)):
+                key = f"{name} — {strategy} split"
+                t0 = time.perf_counter()
+                r = cached(work, f"houston-splits/{key}/{epochs}/{samples}/{seed}", fn)
+                results.setdefault(key, []).append(r)
+                print(f"houston {key} seed {seed}: OA {r['oa']:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return results
+
+
 def table(results: dict[str, list[dict]]) -> str:
     lines = ["| configuration | OA % | AA % | Kappa % |", "|---|---|---|---|"]
     lines += [f"| {k} | {summary(v).replace(' | ', ' | ')} |" for k, v in results.items() if v]
@@ -158,7 +240,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--samples", type=int, default=50)
     ap.add_argument("--pretrain-steps", type=int, default=None, help="default: the fast profile's")
-    ap.add_argument("--part", nargs="+", default=["scene", "houston"], choices=["scene", "houston"])
+    ap.add_argument("--part", nargs="+", default=["scene", "houston"], choices=["scene", "houston", "houston-splits"])
+    ap.add_argument("--variant", nargs="+", default=["standard"], choices=["standard", "hard"],
+                    help="scene variant(s) of generate-scene for --part scene")
     ap.add_argument("--work", default=str(ROOT / "build" / "bench_bdgf"))
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "bdgf.md"))
     args = ap.parse_args()
@@ -169,17 +253,28 @@ def main() -> None:
     t0 = time.perf_counter()
     sections = []
 
-    def partial(r):
-        n = len(r["random forest (baseline)"])
-        write(args, t0, sections + [f"## Embedded scene: {n} of {len(args.seeds)} seeds done so far\n\n" + table(r)])
+    for variant in (args.variant if "scene" in args.part else []):
+        def partial(r, variant=variant):
+            n = len(r["random forest (baseline)"])
+            write(args, t0, sections + [f"## Embedded scene, {variant}: {n} of {len(args.seeds)} seeds done so far"
+                                        "\n\n" + table(r)])
 
-    if "scene" in args.part:
-        r = scene_part(work, args.seeds, args.epochs, args.samples, args.pretrain_steps, partial)
-        sections.append("## Embedded scene (200x200, 60 spectral + 2 SAR bands, polygon split)\n\n"
-                        f"Diffusion features: `pretrain --profile fast` (masking on; `--no-masking` for the mask-off "
-                        f"row). {args.epochs} epochs, {args.samples} training pixels per class, patch 9, CPU.\n\n"
+        r = scene_part(work, args.seeds, args.epochs, args.samples, args.pretrain_steps, partial, variant)
+        sections.append(f"## Embedded scene, `--variant {variant}` (200x200, 60 spectral + 2 SAR bands, polygon split)"
+                        f"\n\nDiffusion features: `pretrain --profile fast` (masking on; `--no-masking` for the mask-off "
+                        f"row). {args.epochs} epochs, {args.samples} training pixels per class, patch 9, CPU. The last "
+                        "two rows use the paper's random pixel split instead (issue 8): compare them with the first "
+                        "row and the forest row.\n\n" + table(r))
+        (work / f"scene_{variant}.json").write_text(json.dumps(r))
+    if "houston-splits" in args.part and (SHARED / "houston2013").exists():
+        r = houston_splits_part(work, args.seeds, args.epochs, args.samples)
+        sections.append("## Houston2013: the paper's pixel split vs the polygon split (issue 8)\n\n"
+                        f"Real HSI (144 bands) + LiDAR (21) training pixels, 1x1 patches, {args.samples} training pixels "
+                        "per class from the training side of `split_samples` (bdgf_core/sampling.py): `pixels` draws "
+                        "test pixels at random among all labelled pixels, `polygons` holds out whole 8-connected regions "
+                        f"of the TR label raster. {args.epochs} epochs, no diffusion guidance (isolated pixels).\n\n"
                         + table(r))
-        (work / "scene.json").write_text(json.dumps(r))
+        (work / "houston_splits.json").write_text(json.dumps(r))
     if "houston" in args.part:
         if not (SHARED / "houston2013").exists():
             sections.append("## Houston2013\n\nnot run: ../shared/data/houston2013 is absent")
@@ -199,7 +294,8 @@ def write(args, t0: float, sections: list[str]) -> None:
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     head = ("# BDGF accuracy benchmark (issue 4)\n\n"
             f"Command: `python benchmarks/bench_bdgf.py --epochs {args.epochs} --seeds {' '.join(map(str, args.seeds))} "
-            f"--part {' '.join(args.part)}`\n\n"
+            f"--part {' '.join(args.part)}"
+            + (f" --variant {' '.join(args.variant)}" if "scene" in args.part else "") + "`\n\n"
             f"Machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}; "
             f"total {time.perf_counter() - t0:.0f} s. Mean ± standard deviation over {len(args.seeds)} seeds; "
             "accuracy on held-out pixels.\n")

@@ -55,13 +55,15 @@ def forest_run(x_train, y_train, x_test, y_test, codes, trees, seed) -> dict:
     return {"oa": acc.oa, "aa": acc.aa, "kappa": acc.kappa}
 
 
-def houston(seeds, samples, trees) -> dict:
+def load_houston():
+    """Houston2013's training pixels and the TR label raster they come from (regions = polygons).
+
+    Returns (hsi (N, 144), lidar (N, 21), gt, row_of): ``row_of[flat pixel]`` is the .mat row of a
+    labelled pixel of the raster (-1 elsewhere)."""
     from scipy.io import loadmat
 
-    from bdgf_core.baseline import pixel_features
     from bdgf_core.groundtruth import load_ground_truth
     from bdgf_core.raster import RasterSource
-    from bdgf_core.sampling import split_samples
 
     hsi = loadmat(HOUSTON / "HSI_TrSet.mat")["HSI_TrSet"].astype(np.float32)        # (2832, 144)
     lidar = loadmat(HOUSTON / "LiDAR_TrSet.mat")["LiDAR_TrSet"].astype(np.float32)  # (2832, 21)
@@ -74,6 +76,17 @@ def houston(seeds, samples, trees) -> dict:
         raise SystemExit("the Houston .mat rows do not match the nonzero pixels of the TR raster")
     row_of = np.full(labels.size, -1, np.int64)
     row_of[flat] = np.arange(flat.size)
+    return hsi, lidar, gt, row_of
+
+
+def houston(seeds, samples, trees) -> dict:
+    from bdgf_core.baseline import pixel_features
+    from bdgf_core.sampling import split_samples
+
+    hsi, lidar, gt, row_of = load_houston()
+    labels = gt.labels.ravel()
+    flat = np.flatnonzero(labels > 0)
+    y = labels[flat]
     stats = (hsi.mean(0), hsi.std(0) + 1e-12, lidar.mean(0), lidar.std(0) + 1e-12)
     x = pixel_features(hsi.T, lidar.T, stats)              # (2832, 165)
     codes = [c.code for c in gt.classes]
