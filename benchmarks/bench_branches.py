@@ -154,6 +154,12 @@ NETS = {  # name -> BDGFConfig switches
     "transformer branch only": dict(use_cnn=False, use_mamba=False),
     "Mamba branch only": dict(use_cnn=False, use_transformer=False),
 }
+#: The full net less one branch: full minus these is what each branch adds to a training step.
+WITHOUT = {
+    "full net without the CNN branch": dict(use_cnn=False),
+    "full net without the transformer branch": dict(use_transformer=False),
+    "full net without the Mamba branch": dict(use_mamba=False),
+}
 
 
 def net_case(config: dict, previous: bool = False,
@@ -211,6 +217,8 @@ def build_cases() -> dict[str, Callable[[], None]]:
         if config.get("use_mamba", True):
             cases[f"{name}, previous Mamba"] = net_case(config, previous=True)[0]
     cases["Mamba branch only, scan skipped (diagnostic)"] = net_case(NETS["Mamba branch only"], skip_scan=True)[0]
+    for name, config in WITHOUT.items():
+        cases[name] = net_case(config)[0]
     for label, length in (("spectral", BANDS), ("SAR", SAR)):
         cases[f"scan alone, {label} (L {length})"] = scan_case(length, previous=False)
         cases[f"scan alone, {label} (L {length}), previous"] = scan_case(length, previous=True)
@@ -225,6 +233,34 @@ def same_function() -> float:
             now, before = net_case(config, False)[1](), net_case(config, True)[1]()
             worst = max(worst, (now - before).abs().max().item())
     return worst
+
+
+def step_flops(cases: dict[str, Callable[[], None]]) -> dict[str, float]:
+    """FLOPs of one step of each net case (torch.utils.flop_counter: matmuls and convolutions,
+    forward and backward; the selective scan's element-wise recurrence is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    out = {}
+    for name, step in cases.items():
+        if name.startswith("scan alone") or "previous" in name or "skipped" in name:
+            continue
+        with FlopCounterMode(display=False) as counter:
+            step()
+        out[name] = float(counter.get_total_flops())
+    return out
+
+
+def matmul_rate(threads: int, n: int = 2048, repeats: int = 5) -> float:
+    """fp32 matrix-multiply FLOP/s of this process's CPU time (median), as the machine's yardstick."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    rates = []
+    for _ in range(repeats):
+        c0 = time.process_time()
+        a @ b
+        rates.append(2 * n ** 3 / (time.process_time() - c0))
+    return statistics.median(rates)
 
 
 def measure(cases: dict[str, Callable[[], None]], threads: int, warmup: int,
@@ -267,8 +303,41 @@ def ratios(m: dict[str, float]) -> str:
             f"(the scans' share of the Mamba-only net: {1 - skipped / mamba:.0%})")
 
 
+def flops_section(flops: dict[str, float], cpu: dict[str, float], rate: float, threads: int) -> list[str]:
+    """Arithmetic per step, the rate each case reaches, and each branch's share of the full net."""
+    out = [f"## Arithmetic and each branch's share of a training step ({threads} thread{'s' if threads > 1 else ''})",
+           "", f"fp32 matmul (2048^2) in the same run: {rate / 1e9:.1f} GFLOP/s of CPU time. GFLOP per step from "
+           "torch.utils.flop_counter (matmuls and convolutions, forward + backward; the scan's element-wise "
+           "recurrence is not counted).", "",
+           "| case | GFLOP per step | CPU ms (median) | GFLOP/s of CPU time | share of the matmul rate |",
+           "| --- | --- | --- | --- | --- |"]
+    for k, f in flops.items():
+        out.append(f"| {k} | {f / 1e9:.2f} | {cpu[k]:.1f} | {f / cpu[k] / 1e6:.1f} | {f / cpu[k] * 1e3 / rate:.0%} |")
+    full = cpu["full net"]
+    out += ["", "What each branch adds to a full training step (full net minus the net without it, CPU medians):", ""]
+    for branch in ("CNN", "transformer", "Mamba"):
+        key = f"full net without the {branch} branch"
+        add, addf = full - cpu[key], flops["full net"] - flops[key]
+        out.append(f"- {branch} branch: {add:.1f} ms of {full:.1f} ms ({add / full:.0%}), {addf / 1e9:.2f} GFLOP "
+                   f"({addf / flops['full net']:.0%} of the step's arithmetic)")
+    scans = cpu[f"scan alone, spectral (L {BANDS})"] + cpu[f"scan alone, SAR (L {SAR})"]
+    out += [f"- the two selective scans alone (spectral + SAR, forward + backward): {scans:.1f} ms "
+            f"({scans / full:.0%} of the full step)", ""]
+    m_only = flops["Mamba branch only"] / cpu["Mamba branch only"] * 1e3 / rate
+    c_only = flops["CNN branch only"] / cpu["CNN branch only"] * 1e3 / rate
+    out += [f"Reading: the selective scans are {scans / full:.0%} of a training step, so a faster scan can save at "
+            "most that. What the Mamba branch costs besides them is arithmetic the paper prescribes: the 3x3 "
+            "convolutions of the group channel attention (Q, K, V of eqs. 21-23 for each group member, w_11 of "
+            "eq. 24; with the CNN branch on, f_cnn joins the group, which is why the branch adds more GFLOP inside "
+            f"the full net than alone), run at {m_only:.0%} of this machine's matmul rate (CNN branch alone: "
+            f"{c_only:.0%}). Fewer milliseconds would need less arithmetic, i.e. another network than the paper's.",
+            ""]
+    return out
+
+
 def report(results: dict[int, dict[str, dict[str, list[float]]]], args: argparse.Namespace, command: str,
-           seconds: float, loads: tuple, max_diff: float) -> str:
+           seconds: float, loads: tuple, max_diff: float, flops: dict[str, float] | None = None,
+           rates: dict[int, float] | None = None) -> str:
     out = ["# Branch costs on CPU: forward + backward per batch", "",
            f"Written by `benchmarks/bench_branches.py` on {date.today().isoformat()} in {seconds / 60:.1f} min.", "",
            "Command:", "", "```", command, "```", "",
@@ -295,6 +364,8 @@ def report(results: dict[int, dict[str, dict[str, list[float]]]], args: argparse
         out += [f"| {k} | {wall[k]:.1f} | {min(v['wall']):.1f} | {max(v['wall']):.1f} | {cpu[k]:.1f} |"
                 for k, v in r.items()]
         out += ["", f"Ratios of wall medians: {ratios(wall)}.", "", f"Ratios of CPU medians: {ratios(cpu)}.", ""]
+        if flops and rates and t in rates:
+            out += flops_section(flops, cpu, rates[t], t)
     return "\n".join(out)
 
 
@@ -308,14 +379,17 @@ def main() -> None:
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
     max_diff = same_function()
     cases = build_cases()
-    results = {}
+    flops = step_flops(cases)
+    results, rates = {}, {}
     for t in args.threads:
+        rates[t] = matmul_rate(t)
         results[t] = measure(cases, t, args.warmup, args.repeats)
         m = {k: statistics.median(v["wall"]) for k, v in results[t].items()}
         print(f"{t} thread(s): " + ", ".join(f"{k} {v:.1f} ms" for k, v in m.items()), flush=True)
     env = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else ""
     command = f"{env}python {' '.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}"
-    text = report(results, args, command, time.perf_counter() - t0, (load0, os.getloadavg()[0]), max_diff)
+    text = report(results, args, command, time.perf_counter() - t0, (load0, os.getloadavg()[0]), max_diff,
+                  flops, rates)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text + "\n")
     print(f"wrote {args.out}")
