@@ -64,40 +64,77 @@ def read_scene(spec, sar, rep) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cmd_pretrain(args, rep) -> dict:
+    """Pretrain the diffusion model, write it and its feature raster.
+
+    Under torchrun every process trains on its slice of each global batch (pretrain_ddpm); rank 0
+    alone then writes the model, computes and writes the features (the other processes have
+    nothing left to do and end, exit status 0: torchrun waits for rank 0, and no collective call
+    follows the training, so no process-group timeout can hit a long extraction). The set-up
+    (checks, reading the scene) and the resume from the checkpoint end with a collective status
+    check: a failure in any process is reported once, by rank 0, and the others end quietly.
+    """
     from .atomic import check_writable
     from .cli import run_info
     from .devices import resolve_device
     from .diffusion import DiffusionConfig, extract_features, pretrain_ddpm
+    from .distributed import PeerFailed, check_batch, context, rank_device, run_agreed
     from .raster import create_raster
     from .samples import open_inputs
 
     from osgeo import gdal
 
-    check_writable(args.model)
-    check_writable(args.features)
-    device = resolve_device(args.device, rep)
-    overrides = {k: v for k, v in {"steps": args.steps, "batch": args.batch_size, "tile": args.tile_size,
-                                   "timesteps": args.timesteps, "feature_channels": args.feature_channels}.items()
-                 if v is not None}
-    cfg = DiffusionConfig.from_profile(args.profile, masking=not args.no_masking, speckle=not args.no_speckle,
-                                       seed=args.seed, **overrides)
-    cfg.validate()
-    spec, sar = open_inputs(args.spectral, args.sar, rep)
-    spectral, sar_a = read_scene(spec, sar, rep)
-    if not (np.isfinite(spectral).all(0) & np.isfinite(sar_a).all(0)).any():
-        raise BdgfError("the spectral and SAR rasters have no pixel with data in both; check their nodata values")
+    failure = None
+    try:
+        device = resolve_device(args.device, rep)
+    except BdgfError as exc:  # reported after joining the process group, by rank 0 alone
+        device, failure = "cpu", exc
+    ctx = context(device)  # torchrun: join the process group (one process: nothing to do)
+
+    def setup():
+        if failure is not None:
+            raise failure
+        dev = rank_device(device, ctx)
+        if ctx.is_main:  # only rank 0 writes (other nodes need not see the output folder)
+            check_writable(args.model)
+            check_writable(args.features)
+        overrides = {k: v for k, v in {"steps": args.steps, "batch": args.batch_size, "tile": args.tile_size,
+                                       "timesteps": args.timesteps,
+                                       "feature_channels": args.feature_channels}.items() if v is not None}
+        cfg = DiffusionConfig.from_profile(args.profile, masking=not args.no_masking, speckle=not args.no_speckle,
+                                           seed=args.seed, **overrides)
+        cfg.validate()
+        check_batch(cfg.batch, ctx)
+        spec, sar = open_inputs(args.spectral, args.sar, rep)
+        spectral, sar_a = read_scene(spec, sar, rep)
+        if not (np.isfinite(spectral).all(0) & np.isfinite(sar_a).all(0)).any():
+            raise BdgfError("the spectral and SAR rasters have no pixel with data in both; check their nodata values")
+        return dev, cfg, spec, sar, spectral, sar_a
+
+    try:
+        device, cfg, spec, sar, spectral, sar_a = run_agreed(setup, ctx)
+    except PeerFailed:  # another process failed and rank 0 reports it
+        return {}
     # The checkpoint lives beside the model until the model is written: a rerun resumes from it.
+    # Under torchrun rank 0 reads it and hands its state to the other processes.
     ckpt = Path(args.model).with_name(f".{Path(args.model).name}.checkpoint")
-    if ckpt.exists():
+    if ctx.is_main and ckpt.exists():
         rep.info(f"resuming from the checkpoint {ckpt.name}")
+    procs = f", {ctx.world} processes (up to {-(-cfg.batch // ctx.world)} tiles each per step)" if ctx.enabled else ""
     rep.info(f"pretraining the diffusion model ({cfg.profile} profile): {cfg.steps} steps, batch {cfg.batch}, "
-             f"tiles {cfg.tile}, masking {'on' if cfg.masking else 'off'}, speckle {'on' if cfg.speckle else 'off'}")
+             f"tiles {cfg.tile}, masking {'on' if cfg.masking else 'off'}, speckle {'on' if cfg.speckle else 'off'}"
+             f"{procs}")
     train_rep = rep.sub(0.0, 0.75)
     started = time.perf_counter()
-    model = pretrain_ddpm(spectral, sar_a, None, cfg, device, progress=train_rep.callback(),
-                          cancelled=rep.cancelled, checkpoint=str(ckpt))
+    try:
+        model = pretrain_ddpm(spectral, sar_a, None, cfg, device, progress=train_rep.callback(),
+                              cancelled=rep.cancelled, checkpoint=str(ckpt), dist_ctx=ctx, log=rep.warning)
+    except PeerFailed:  # rank 0 could not resume from the checkpoint, and reports it
+        return {}
+    if not ctx.is_main:  # rank 0 writes the model and computes the features alone
+        return {}
     pretrain_s = time.perf_counter() - started
-    model.meta_extra.update({"run": run_info(device), "source": {"spectral": str(args.spectral), "sar": str(args.sar)},
+    model.meta_extra.update({"run": {**run_info(device), "processes": ctx.world},
+                             "source": {"spectral": str(args.spectral), "sar": str(args.sar)},
                              "grid": spec.grid.to_json()})
     cost = model.meta_extra["cost"]
     spectral_in = (f"{model.n_input_spectral} spectral components of {model.n_spectral} bands"
@@ -122,14 +159,15 @@ def cmd_pretrain(args, rep) -> dict:
         w.ds.SetMetadataItem("BDGF_DIFFUSION_MODEL_ID", str(model.model_id))
         w.ds.SetMetadataItem("BDGF_DIFFUSION_PROFILE", cfg.profile)
         extract_features(model, read_window, spec.height, spec.width, w.write, tile=cfg.feature_tile, device=device,
-                         progress=feat_rep.callback(), cancelled=rep.cancelled)
+                         progress=feat_rep.callback(), cancelled=rep.cancelled, log=rep.warning)
     features_s = time.perf_counter() - started
     rep.info(f"features written: {args.features} ({features_s:.1f} s)")
     return {"model": str(args.model), "features": str(args.features), "profile": cfg.profile,
             "model_id": str(model.model_id), "feature_channels": int(info.get("channels", model.output_channels)),
             "parameters": int(cost["parameters"]), "train_mflop_per_pixel": round(cost["train_flops_per_pixel"] / 1e6, 3),
             "feature_mflop_per_pixel": round(cost["feature_flops_per_pixel"] / 1e6, 3),
-            "pretrain_seconds": round(pretrain_s, 1), "features_seconds": round(features_s, 1)}
+            "pretrain_seconds": round(pretrain_s, 1), "features_seconds": round(features_s, 1),
+            "processes": ctx.world}
 
 
 def cmd_train(args, rep) -> dict:
@@ -194,9 +232,14 @@ def cmd_train(args, rep) -> dict:
     val = pixels(data.split.val) if data.split.val.size else None
     rep.info(f"training BDGF ({', '.join(cfg.branches)}; mutual learning {'on' if cfg.mutual else 'off'}) "
              f"for {cfg.epochs} epochs on {data.split.train.size} pixels, device {device}")
+    # An epoch checkpoint beside the model until the model is written: rerunning the same command
+    # after an interruption resumes from the last finished epoch.
+    ckpt = Path(args.model).with_name(f".{Path(args.model).name}.checkpoint")
+    if ctx.is_main and ckpt.exists():
+        rep.info(f"resuming from the checkpoint {ckpt.name}")
     net, history = fit_bdgf(spectral, sar, feats, pixels(data.split.train), val, len(codes), cfg, device,
                             progress=rep.sub(0.05, 0.9).callback(), cancelled=rep.cancelled, dist_ctx=ctx,
-                            log=rep.warning)
+                            log=rep.warning, checkpoint=str(ckpt))
     if not ctx.is_main:  # only rank 0 tests and writes
         return {}
     result = {"split": data.split.summary, "history": history}
@@ -223,6 +266,7 @@ def cmd_train(args, rep) -> dict:
                     "split.train": data.split.train.astype(np.int64), "split.val": data.split.val.astype(np.int64),
                     "split.test": data.split.test.astype(np.int64)})
     save_model(args.model, "bdgf", tensors, meta)
+    ckpt.unlink(missing_ok=True)
     report = None
     if args.report:
         from .report import curves_svg

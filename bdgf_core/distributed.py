@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -188,6 +188,15 @@ def all_ranks_agree(flag: bool, ctx: DistContext) -> bool:
     return bool(t.item() > 0.5)
 
 
+def broadcast_object(obj: Any, ctx: DistContext) -> Any:
+    """Rank 0's ``obj`` (picklable; tensors on the CPU) on every rank; ``obj`` of the others is ignored."""
+    if not ctx.enabled:
+        return obj
+    box = [obj if ctx.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
         dist.barrier()
@@ -202,3 +211,84 @@ def split_rows(height: int, world: int) -> Sequence[tuple[int, int]]:
     """Contiguous row ranges, one per process, for classification."""
     edges = np.linspace(0, height, world + 1).round().astype(int)
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+class PeerFailed(Exception):
+    """Another process of the job failed: rank 0 reports its error, this process ends quietly (exit 0)."""
+
+
+def _describe(exc: BaseException) -> tuple[str, str]:
+    from .errors import Cancelled
+
+    if isinstance(exc, Cancelled):
+        return "cancelled", str(exc)
+    if isinstance(exc, BdgfError):
+        return "error", str(exc)
+    if isinstance(exc, MemoryError):
+        return "memory", str(exc)
+    return "internal", f"{type(exc).__name__}: {exc}"
+
+
+def agree_on_failure(failure: BaseException | None, ctx: DistContext) -> None:
+    """Collective end of a phase that may fail on some ranks only; raises on every rank when one failed.
+
+    One process alone must tell the user, or the job's error would be whichever rank printed last
+    (and torchrun, seeing one rank exit non-zero, terminates the others, who would report a
+    cancel). So rank 0 raises the failure (its own, else the lowest failing rank's, named
+    "process N: ..." and of the same kind, so the exit code is the same), and every other rank raises
+    :class:`PeerFailed`, which its command turns into a quiet exit 0 once its own clean-up is done.
+    A single process just raises its failure.
+    """
+    if not ctx.enabled:
+        if failure is not None:
+            raise failure
+        return
+    try:
+        if all_ranks_agree(failure is None, ctx):
+            return
+        notes: list = [None] * ctx.world
+        dist.all_gather_object(notes, None if failure is None else _describe(failure))
+    except Exception as exc:  # a peer died without reporting: its connection closed under the collective
+        if failure is not None:
+            raise failure
+        raise BdgfError(f"another process of the torchrun job ended without reporting an error ({exc}); "
+                        "see the messages above in the log") from None
+    if not ctx.is_main:
+        if failure is not None and _describe(failure)[0] == "internal":
+            import traceback
+
+            traceback.print_exception(failure)  # the details of an unexpected error stay in this rank's log
+        # Nothing left to report: when rank 0 exits with the error first, torchrun terminates this
+        # process, which must then end silently, not report a cancel after rank 0's error.
+        import signal
+
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        raise PeerFailed()
+    if failure is not None:
+        raise failure
+    rank, (kind, message) = next((r, n) for r, n in enumerate(notes) if n is not None)
+    from .errors import Cancelled
+
+    if kind == "cancelled":
+        raise Cancelled(message)
+    if kind == "memory":
+        raise MemoryError(f"process {rank}: {message}")
+    if kind == "error":
+        raise BdgfError(f"process {rank}: {message}")
+    raise RuntimeError(f"process {rank}: {message} (its traceback is in the log)")
+
+
+_T = TypeVar("_T")
+
+
+def run_agreed(step: Callable[[], _T], ctx: DistContext) -> _T:
+    """``step()`` on every rank, then :func:`agree_on_failure`; its value when every rank succeeded."""
+    failure: BaseException | None = None
+    value = None
+    try:
+        value = step()
+    except BaseException as exc:  # noqa: BLE001 - Cancelled and KeyboardInterrupt too: the others must learn
+        failure = exc
+    agree_on_failure(failure, ctx)
+    return value

@@ -84,6 +84,7 @@ class PretrainAlgorithm(BdgfAlgorithm):
                  "0 = paper (the paper's network sizes), 1 = fast (a smaller network for CPUs and quick "
                  "trials). From qgis_process pass the number.")
         self.add_device()
+        self.add_processes()
         self.add_seed()
         self.add(QgsProcessingParameterFileDestination(self.MODEL, "Diffusion model file", MODEL_FILTER),
                  "The .bdgf diffusion model to write (DIFFUSION_MODEL of 'Classify raster').")
@@ -124,5 +125,6 @@ class PretrainAlgorithm(BdgfAlgorithm):
                  "--seed", self.parameterAsInt(parameters, self.SEED, context),
                  "--profile", PROFILES[self.parameterAsEnum(parameters, self.PROFILE, context)],
                  "--model", model, "--features", features]
-        res = self.run_runtime("pretrain", args, feedback, outputs=[model, features])
+        res = self.run_runtime("pretrain", args, feedback, outputs=[model, features],
+                               processes=self.processes(parameters, context))
         return {self.MODEL: plain(res.get("model", model)), self.FEATURES: plain(res.get("features", features))}

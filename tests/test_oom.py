@@ -136,3 +136,113 @@ def test_a_real_cuda_out_of_memory_is_survived():
     assert 1 <= retry.batch <= 8 and retry.retries >= 3 and len(logs) == retry.retries
     torch.cuda.synchronize()
     assert torch.cuda.memory_allocated() < free // 12
+
+
+# ---------------------------------------------------------------------------------------------
+# Diffusion pretraining: a step that does not fit runs as micro-batches of the same global batch
+
+
+def _diffusion_scene(h=30, w=34, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / 8.0
+    base = np.stack([np.sin(yy), np.cos(xx), np.sin(xx + yy)])
+    spe = (np.einsum("kb,khw->bhw", rng.normal(size=(3, 6)), base) * 100 + 500).astype(np.float32)
+    sar = ((1.5 + base[:2]) * rng.gamma(4.0, 0.25, size=(2, h, w))).astype(np.float32)
+    return spe, sar
+
+
+def _pretrain(steps, lr=1e-3, log=None):
+    from bdgf_core.diffusion import DiffusionConfig, pretrain_ddpm
+
+    cfg = DiffusionConfig(widths=(4, 8, 8), time_dim=8, tile=_TILE, batch=8, lr=lr, steps=steps, timesteps=(5,),
+                          feature_channels=0)
+    losses = []
+    model = pretrain_ddpm(*_diffusion_scene(), None, cfg, log=log,
+                          progress=lambda f, m: losses.append(float(m.rsplit(" ", 1)[1])) if "loss" in m else None)
+    return model, losses
+
+
+_TILE = 12  # not the 16 x 16 window of the FLOP count (diffusion.cost), which the fake GPU leaves alone
+
+
+def _tight_gpu(monkeypatch, capacity):
+    """The denoiser 'runs out of memory' on training batches above ``capacity`` tiles; returns their sizes."""
+    from bdgf_core.diffusion.unet import UNet3D
+
+    calls, forward = [], UNet3D.forward
+
+    def tight(self, x, t, return_features=False):
+        if self.training and x.shape[-1] == _TILE:
+            calls.append(x.shape[0])
+            if x.shape[0] > capacity:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(self, x, t, return_features)
+
+    monkeypatch.setattr(UNet3D, "forward", tight)
+    return calls
+
+
+def _max_diff(a, b):
+    return max(float((a[k] - b[k]).abs().max()) for k in a if a[k].dtype.is_floating_point)
+
+
+def test_pretraining_step_falls_back_to_micro_batches_with_the_same_gradient(monkeypatch):
+    """Without BatchNorm's batch coupling (GroupNorm in its place) and with plain SGD (no Adam
+    normalisation to amplify rounding), micro-batches of 2 give the weights of whole batches of 8."""
+    monkeypatch.setattr(torch.nn, "BatchNorm3d", lambda c: torch.nn.GroupNorm(1, c))
+    monkeypatch.setattr(torch.optim, "Adam", lambda params, lr: torch.optim.SGD(params, lr=lr))
+    ref, ref_losses = _pretrain(steps=3, lr=0.1)
+    calls, logs = _tight_gpu(monkeypatch, capacity=2), []
+    got, losses = _pretrain(steps=3, lr=0.1, log=logs.append)
+    # step 1: 8 and 4 fail, then 4 micro-batches of 2; the next steps start at 2
+    assert calls == [8, 4] + [2] * 4 * 3
+    assert logs == [f"diffusion pretraining: out of memory at batch {b}; retrying with batch {b // 2} (micro-batches "
+                    "with gradient accumulation: each step still uses all 8 tiles)" for b in (8, 4)]
+    assert got.meta_extra["training"]["micro_batch"] == 2 and got.meta_extra["training"]["steps_this_run"] == 3
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)  # the loss of the whole global batch
+    a, b = ref.net.state_dict(), got.net.state_dict()
+    assert _max_diff(a, b) < 1e-6  # rounding only (measured 3e-8; the weights moved by 3e-2)
+
+
+def test_pretraining_micro_batches_with_batchnorm(monkeypatch):
+    """The real denoiser: BatchNorm normalises each micro-batch with its own statistics (the only
+    difference), while its running statistics get one update per step from the whole batch."""
+    ref, ref_losses = _pretrain(steps=1)
+    calls = _tight_gpu(monkeypatch, capacity=3)
+    got, losses = _pretrain(steps=1, log=[].append)
+    assert calls == [8, 4, 2, 2, 2, 2]
+    a, b = ref.net.state_dict(), got.net.state_dict()
+    bns = [k[:-len(".running_mean")] for k in a if k.endswith(".running_mean")]
+    assert all(int(b[f"{k}.num_batches_tracked"]) == 1 for k in bns)  # one update per step, not per micro-batch
+    # the first BatchNorm sees the same inputs either way: the same running statistics
+    for k in ("running_mean", "running_var"):
+        torch.testing.assert_close(b[f"down_blocks.0.bn.{k}"], a[f"down_blocks.0.bn.{k}"], rtol=1e-5, atol=1e-6)
+    assert losses[0] == pytest.approx(ref_losses[0], rel=0.01)
+    # Adam's first step moves each weight by about lr: the same step for nearly all of them, a step the
+    # other way where the micro-batch statistics turn a gradient that is ~0 (a conv bias before BatchNorm)
+    diffs = torch.cat([(a[k] - b[k]).abs().flatten() for k in a if a[k].dtype.is_floating_point and "running" not in k])
+    assert float(diffs.median()) < 1e-6 and float(diffs.max()) <= 2.2e-3
+
+
+def test_pretraining_out_of_memory_even_at_one_tile(monkeypatch):
+    calls = _tight_gpu(monkeypatch, capacity=0)
+    with pytest.raises(BdgfError) as err:
+        _pretrain(steps=2)
+    assert calls == [8, 4, 2, 1]
+    assert str(err.value) == ("out of memory in diffusion pretraining even with micro-batches of 1 tile of 12 x 12 "
+                              "pixels; lower --tile-size, use the 'fast' profile or close other programs")
+
+
+def test_pretraining_other_errors_are_not_retried(monkeypatch):
+    from bdgf_core.diffusion.unet import UNet3D
+
+    calls = []
+
+    def broken(self, x, t, return_features=False):
+        calls.append(x.shape[0])
+        raise RuntimeError("expected scalar type Float but found Half")
+
+    monkeypatch.setattr(UNet3D, "forward", broken)
+    with pytest.raises(RuntimeError, match="scalar type"):
+        _pretrain(steps=2)
+    assert calls == [8]

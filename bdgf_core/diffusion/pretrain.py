@@ -6,6 +6,21 @@ the training progress e = step / steps) and fits the U-Net with an L1 loss on th
 Adam. Runs are seeded: on CPU the same seed gives the same weights, and a run resumed from its
 checkpoint gives the same weights as one that was never interrupted.
 
+Data parallel (torchrun, see bdgf_core/distributed.py): every process draws the same global batch
+of tiles and the same random numbers for all of it (timesteps, masks, noise, speckle) from the
+same seeded generator, then denoises its slice ``[rank::world]``; the L1 loss is normalised by the
+valid pixels of the whole global batch, BatchNorm uses the statistics of the whole global batch,
+and DDP sums the slices' gradients. The weights are then those of one process (to float
+rounding), whatever the number of processes. Only rank 0 reads/writes the checkpoint and fits
+the feature projection.
+
+Out of memory (GPU): a step that does not fit is run again as micro-batches with gradient
+accumulation (the micro-batch halves until it fits, bdgf_core.oom); the global batch, its random
+numbers, the loss and the single optimizer step per batch stay the same. BatchNorm in the
+denoiser can only normalise each micro-batch with that micro-batch's statistics, so the weights
+after such a retry are close to, not equal to, those of an unsplit run; the running statistics
+(used by the features) are still updated once per step with those of the whole batch.
+
 Input scaling belongs to the model (fitted on a subsample of the training scene, stored in it):
 spectral bands min-max scaled to [-1, 1] per band between robust percentiles (clipped); SAR bands
 divided by a per-band high percentile (positive values, so multiplicative speckle is meaningful).
@@ -22,20 +37,27 @@ components as it does to bands. See docs/DIFFUSION.md.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch import nn
 
+from ..devices import is_out_of_memory
+from ..distributed import (SINGLE, DistContext, agree_on_failure, all_ranks_agree, broadcast_object, check_batch,
+                           sync_batchnorm)
 from ..errors import BdgfError, Cancelled
 from ..modelfile import load_model, read_meta, save_model
+from ..oom import OomRetry
 from .forward import Schedule, apply_masks, linear_schedule, mask_probability, q_sample
 from .unet import UNet3D
 
@@ -417,10 +439,113 @@ def _load_checkpoint(path: str, model: DiffusionModel, opt: torch.optim.Optimize
     return int(ck["step"])
 
 
+def _cpu(obj: Any) -> Any:
+    """Tensors of a (nested) state dict moved to the CPU, for pickling to other processes."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu(v) for v in obj)
+    return obj
+
+
+def _share_resume_state(model: DiffusionModel, opt: torch.optim.Optimizer, gen: torch.Generator, step: int,
+                        ctx: DistContext) -> int:
+    """Under torchrun: rank 0 (which alone read the checkpoint, possibly on its node only) hands the
+    step, weights, optimizer and generator states to every process; returns the step."""
+    if not ctx.enabled:
+        return step
+    state = None
+    if ctx.is_main:
+        state = {"step": step}
+        if step:
+            state.update(net=_cpu(model.net.state_dict()), opt=_cpu(opt.state_dict()), rng=gen.get_state())
+    state = broadcast_object(state, ctx)
+    if not ctx.is_main and state["step"]:
+        model.net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])  # Adam moves the state to its parameters' device
+        gen.set_state(state["rng"])
+    return int(state["step"])
+
+
+class _BatchNormStep:
+    """BatchNorm running statistics across the attempts and micro-batches of one optimisation step.
+
+    ``restore()`` undoes what a failed (out-of-memory) attempt did to them. While ``collect()`` is
+    active each BatchNorm input is summed per channel; ``commit()`` then sets the running statistics
+    to one momentum update with the mean and unbiased variance of the whole batch, as a single
+    forward pass of it does (instead of one update per micro-batch).
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        self.bns = [m for m in net.modules()
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        self.saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+                      for m in self.bns]
+        self.sums: list[list] = []
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for m, (mean, var, n) in zip(self.bns, self.saved):
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(n)
+
+    @contextlib.contextmanager
+    def collect(self):
+        self.sums = [[0.0, 0.0, 0] for _ in self.bns]
+
+        def hook(k: int):
+            def pre(module: nn.Module, inputs: tuple) -> None:
+                x = inputs[0].detach().double()
+                dims = [0] + list(range(2, x.dim()))
+                acc = self.sums[k]
+                acc[0] = acc[0] + x.sum(dims)
+                acc[1] = acc[1] + (x * x).sum(dims)
+                acc[2] += x.numel() // x.shape[1]
+            return pre
+
+        handles = [m.register_forward_pre_hook(hook(k)) for k, m in enumerate(self.bns)]
+        try:
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+
+    def commit(self) -> None:
+        self.restore()
+        with torch.no_grad():
+            for m, (s1, s2, n) in zip(self.bns, self.sums):
+                if not n:
+                    continue
+                mean = s1 / n
+                var = (s2 / n - mean * mean).clamp_min(0) * (n / max(n - 1, 1))  # unbiased, as BatchNorm keeps
+                m.num_batches_tracked.add_(1)
+                f = m.momentum if m.momentum is not None else 1.0 / float(m.num_batches_tracked)
+                m.running_mean.mul_(1 - f).add_(f * mean.to(m.running_mean.dtype))
+                m.running_var.mul_(1 - f).add_(f * var.to(m.running_var.dtype))
+
+
+class _MicroBatchRetry(OomRetry):
+    """OomRetry of a pretraining step over its micro-batch size, with the pretraining's fix in the message."""
+
+    def __init__(self, batch: int, device: str, tile: int, log: Callable[[str], None] | None) -> None:
+        super().__init__(batch, 1, device, log, "diffusion pretraining")
+        self.tile = tile
+
+    def message(self) -> str:
+        where = "GPU out of memory" if self.device.startswith("cuda") else "out of memory"
+        fix = "use --device cpu" if self.device.startswith("cuda") else "close other programs"
+        return (f"{where} in diffusion pretraining even with micro-batches of {self.batch} tile of "
+                f"{self.tile} x {self.tile} pixels; lower --tile-size, use the 'fast' profile or {fix}")
+
+
 def pretrain_ddpm(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray | None = None,
                   config: DiffusionConfig | None = None, device: str = "cpu",
                   progress: Progress | None = None, cancelled: Callable[[], bool] | None = None,
-                  checkpoint: str | None = None) -> DiffusionModel:
+                  checkpoint: str | None = None, dist_ctx: DistContext | None = None,
+                  log: Callable[[str], None] | None = None) -> DiffusionModel:
     """Pre-train the diffusion model on one scene; see the module docstring.
 
     spectral (Bs, H, W) and sar (Ba, H, W) are raw float32 on the same grid; valid (H, W) marks
@@ -430,9 +555,16 @@ def pretrain_ddpm(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray | Non
     checkpoint is left in place (resuming from it at step == steps just refits the projection);
     the caller deletes it once the model is saved. Mixed precision (bf16, else fp16 with loss
     scaling) only on CUDA; the GradScaler state is not checkpointed (CPU runs are the exact ones).
+
+    ``dist_ctx`` (torchrun, from :func:`bdgf_core.distributed.context`): data-parallel training of
+    the same global batch (see the module docstring). Rank 0 alone reads and writes the
+    checkpoint and fits the projection: the other ranks return a model without projection, to be
+    discarded. ``log`` (e.g. ``Reporter.warning``) is told when a step falls back to micro-batches.
     """
     config = config or DiffusionConfig()
     config.validate()
+    ctx = dist_ctx or SINGLE
+    check_batch(config.batch, ctx)
     spectral = np.asarray(spectral, dtype=np.float32)
     sar = np.asarray(sar, dtype=np.float32)
     if spectral.ndim != 3 or sar.ndim != 3 or spectral.shape[1:] != sar.shape[1:]:
@@ -456,55 +588,122 @@ def pretrain_ddpm(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray | Non
 
     fmt = torch.channels_last_3d if config.channels_last else torch.contiguous_format
     net = model.net.to(device)
+    if ctx.enabled:  # BatchNorm over the whole global batch (parameter names unchanged)
+        net = model.net = sync_batchnorm(net, device)
     net.train()
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
-    gen = torch.Generator(device=device).manual_seed(config.seed)
+    gen = torch.Generator(device=device).manual_seed(config.seed)  # the same on every rank: same global batch
     cuda = str(device).startswith("cuda")
     amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=cuda and amp_dtype == torch.float16)
-    step = 0
-    if checkpoint and Path(checkpoint).is_file():
-        step = _load_checkpoint(checkpoint, model, opt, gen)
+    step, failure = 0, None
+    if checkpoint and ctx.is_main and Path(checkpoint).is_file():
+        try:
+            step = _load_checkpoint(checkpoint, model, opt, gen)
+        except Exception as exc:  # noqa: BLE001 - under torchrun rank 0 tells, the others learn it
+            failure = exc
+    agree_on_failure(failure, ctx)  # a refused checkpoint: raised on rank 0, PeerFailed on the others
+    step = _share_resume_state(model, opt, gen, step, ctx)
     net.to(memory_format=fmt)  # in place: the optimizer keeps the same parameters
+    forward = net
+    if ctx.enabled:
+        forward = nn.parallel.DistributedDataParallel(net, device_ids=[torch.device(device).index] if cuda else None)
+        # channels_last_3d: DDP's bucket of the (1, C, 1, 1, 1) output conv has other (equivalent)
+        # strides than its gradient; a performance hint about C numbers, not worth a warning to users.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     started = time.perf_counter()
     first_step = step
     C, n_sar, n_spe, tile = model.n_bands, model.n_sar, model.n_input_spectral, config.tile
     speckle_c = config.speckle_scale if config.speckle else None
+    n_local = len(range(ctx.rank, config.batch, ctx.world))  # this rank's share of the global batch
+    # One process: on out-of-memory the step is split into micro-batches. Under torchrun a rank
+    # cannot retry alone (the others wait in the BatchNorm and gradient all-reduces): it stops.
+    retry = None if ctx.enabled else _MicroBatchRetry(
+        n_local, str(device), tile,
+        None if log is None else lambda m: log(f"{m} (micro-batches with gradient accumulation: "
+                                               f"each step still uses all {config.batch} tiles)"))
+
+    def run_step(x_t: torch.Tensor, t: torch.Tensor, target: torch.Tensor, w: torch.Tensor,
+                 denom: torch.Tensor, micro: int, bn: _BatchNormStep | None) -> torch.Tensor:
+        """Forward and backward of this rank's tiles in micro-batches of ``micro``; the summed loss."""
+        if bn is not None:
+            bn.restore()  # a failed attempt may have moved the running statistics
+        opt.zero_grad(set_to_none=True)
+        n = x_t.shape[0]
+        split = micro < n
+        total = torch.zeros((), device=x_t.device)
+        with (bn.collect() if split else contextlib.nullcontext()):
+            for s in range(0, n, micro):
+                e = min(s + micro, n)
+                with torch.autocast("cuda", dtype=amp_dtype, enabled=cuda):
+                    pred = forward(model.net_input(x_t[s:e]).contiguous(memory_format=fmt), t[s:e])[:, 0, :C]
+                err = (pred.float() - target[s:e]).abs() * w[s:e]  # L1 on the predicted noise, valid pixels only
+                part = err.sum() / denom  # this part's share of the global batch's mean
+                # DDP averages the ranks' gradients: x world makes it their sum, the global mean's gradient
+                scaler.scale(part * ctx.world if ctx.enabled else part).backward()
+                total = total + part.detach()
+        if split:
+            bn.commit()
+        return total
 
     while step < config.steps:
-        if cancelled is not None and cancelled():
-            if checkpoint:
+        stop = cancelled is not None and cancelled()
+        if ctx.enabled:  # one process cancelled: all stop at the same step
+            stop = not all_ranks_agree(not stop, ctx)
+        if stop:
+            if checkpoint and ctx.is_main:
                 _save_checkpoint(checkpoint, model, opt, gen, step)
             raise Cancelled()
+        # Every rank draws the whole global batch and all its random numbers, then keeps its slice.
         pick = torch.randint(len(positions), (config.batch,), generator=gen, device=device).cpu()
         x0 = torch.stack([scene_t[:, r:r + tile, c:c + tile] for r, c in positions[pick].tolist()]).to(device)
         w = torch.stack([valid_t[r:r + tile, c:c + tile] for r, c in positions[pick].tolist()])
         w = w[:, None].to(device=device, dtype=torch.float32)
         t = torch.randint(1, config.T + 1, (config.batch,), generator=gen, device=device)  # Alg. 1: sample t
         if config.masking:
-            p = mask_probability(step / max(config.steps, 1), config.mask_max)  # eq. 7, e = step / steps
+            # eq. 7 with e = step / steps: the global step, the same schedule whatever the process count
+            p = mask_probability(step / max(config.steps, 1), config.mask_max)
             x0 = apply_masks(x0, n_sar, n_spe, p, gen)  # Alg. 1: M_s M_r on spectral only
         x_t, target = q_sample(x0, t, n_sar, model.schedule, speckle_c, generator=gen)  # eq. 8
-        with torch.autocast("cuda", dtype=amp_dtype, enabled=cuda):
-            pred = net(model.net_input(x_t).contiguous(memory_format=fmt), t)[:, 0, :C]
-        err = (pred.float() - target).abs() * w  # L1 on the predicted noise, valid pixels only
-        loss = err.sum() / (w.sum() * C).clamp_min(1.0)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        denom = (w.sum() * C).clamp_min(1.0)  # valid values of the whole global batch
+        if ctx.enabled:
+            x_t, t, target, w = (a[ctx.rank::ctx.world] for a in (x_t, t, target, w))
+        if retry is not None:
+            bn = _BatchNormStep(net)
+            loss = retry.run(lambda micro: run_step(x_t, t, target, w, denom, micro, bn))
+        else:
+            try:
+                loss = run_step(x_t, t, target, w, denom, n_local, None)
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is translated
+                if not is_out_of_memory(exc):
+                    raise
+                raise BdgfError(f"GPU out of memory in diffusion pretraining at {n_local} tiles per process "
+                                f"(batch {config.batch} over {ctx.world} processes); lower --batch-size or "
+                                "--tile-size, or run more processes") from None
         scaler.step(opt)
         scaler.update()
         step += 1
+        if ctx.enabled:  # the global batch's loss: the sum of the ranks' parts
+            torch.distributed.all_reduce(loss)
         if progress is not None:
             progress(step / max(config.steps, 1), f"diffusion step {step}/{config.steps} loss {loss.item():.4f}")
-        if checkpoint and config.checkpoint_every > 0 and step % config.checkpoint_every == 0 and step < config.steps:
+        if (checkpoint and ctx.is_main and config.checkpoint_every > 0 and step % config.checkpoint_every == 0
+                and step < config.steps):
             _save_checkpoint(checkpoint, model, opt, gen, step)
 
     net.to(memory_format=torch.contiguous_format)
+    if ctx.enabled:  # back to plain BatchNorm (eval mode uses the running statistics either way)
+        plain = UNet3D(config.widths, config.time_dim).to(device)
+        plain.load_state_dict(net.state_dict())
+        model.net = net = plain
     model.meta_extra["cost"] = model.cost(config.feature_tile)
     model.meta_extra["training"] = {"steps": config.steps, "steps_this_run": step - first_step,
-                                    "seconds_this_run": round(time.perf_counter() - started, 3)}
+                                    "seconds_this_run": round(time.perf_counter() - started, 3),
+                                    "processes": ctx.world}
+    if retry is not None and retry.retries:
+        model.meta_extra["training"]["micro_batch"] = retry.batch
     net.eval()
-    if config.feature_channels > 0:
+    if config.feature_channels > 0 and ctx.is_main:
         from .features import fit_projection
 
         def read_window(r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
