@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, runlog
 from .errors import BdgfError, Cancelled
 from .progress import Reporter
 
@@ -139,14 +139,17 @@ def main(argv: list[str] | None = None) -> int:
         rep.quiet_rank(int(os.environ["RANK"]))
     rep.install_signal_handlers()
     started = time.time()
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and args.command != "train":
-        rep.error(f"'{args.command}' runs in one process; only 'train' runs under torchrun so far "
-                  "(run this command without torchrun)")
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and args.command not in ("pretrain", "train", "classify"):
+        rep.error(f"'{args.command}' runs in one process; only 'pretrain', 'train' and 'classify' run under torchrun "
+                  "so far (run this command without torchrun)")
         return EXIT_ERROR
     try:
         outputs = COMMANDS[args.command](args, rep)
     except Cancelled as exc:
-        rep.error(str(exc))
+        # Under torchrun the other processes are stopped with SIGTERM when one fails: only rank 0
+        # reports a cancel, so the failing rank's message is the one the user sees.
+        if rep.rank == 0:
+            rep.error(str(exc))
         return EXIT_CANCELLED
     except BdgfError as exc:
         rep.error(str(exc))
@@ -159,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         rep.error(f"internal error: {type(exc).__name__}: {exc} (please report it with the log)")
         return EXIT_ERROR
     rep.info(f"done in {time.time() - started:.1f} s")
+    log = runlog.log_path(args.command, args)
+    if log is not None and rep.rank == 0 and outputs:
+        try:
+            outputs = {**outputs, "log": str(runlog.write_log(log, runlog.argv_of(argv), rep.messages, outputs,
+                                                              time.time() - started))}
+        except OSError as exc:  # the outputs are complete: a missing log is not worth failing the run
+            rep.warning(f"could not write the run log {log} ({exc})")
     rep.result(outputs)
     return 0
 
@@ -258,11 +268,46 @@ def _pre(obj) -> str:
 
 
 def cmd_classify(args, rep: Reporter) -> dict:
+    """Classify; under torchrun the processes share the scene's blocks of rows (see inference.classify).
+
+    The set-up (model, rasters, checks) runs in every process and ends with a collective status
+    check, as every block does: a failure anywhere is reported once, by rank 0, and the other
+    processes end quietly with exit 0 (torchrun would otherwise stop rank 0 mid-clean-up).
+    """
+    from .devices import resolve_device
+    from .distributed import PeerFailed, context, rank_device, run_agreed
+    from .inference import classify
+
+    failure = None
+    try:
+        device = resolve_device(args.device, rep)
+    except BdgfError as exc:  # reported after joining the process group, by rank 0 alone
+        device, failure = "cpu", exc
+    ctx = context(device)  # torchrun: join the process group (one process: nothing to do)
+
+    def setup():
+        if failure is not None:
+            raise failure
+        dev = rank_device(device, ctx)
+        return (*_classify_setup(args, rep, dev), dev)
+
+    try:
+        predictor, inputs, classes, meta, dev = run_agreed(setup, ctx)
+        rep.info(f"model {Path(args.model).name} ({meta['kind']}), device {dev}"
+                 + (f", {ctx.world} processes" if ctx.enabled else ""))
+        return classify(predictor, inputs, args.out, classes, args.confidence, args.entropy, args.memory_mb, rep,
+                        ctx=ctx)
+    except PeerFailed:  # another process failed and rank 0 reports it
+        return {}
+
+
+def _classify_setup(args, rep: Reporter, device: str):
+    """(predictor, inputs, classes, model metadata) of a classify run, every input checked."""
     from .atomic import check_writable
-    from .inference import Inputs, classify
+    from .inference import Inputs
     from .models import check_inputs, classes_of, load_predictor
     from .raster import any_pixel_with_data
-    from .devices import resolve_device
+    from .samples import open_inputs
 
     for p in (args.out, args.confidence, args.entropy):
         if p:
@@ -270,10 +315,9 @@ def cmd_classify(args, rep: Reporter) -> dict:
     if args.features and args.diffusion_model:  # the raster is already computed: it wins (as the QGIS help says)
         rep.warning("both a feature raster and a diffusion model were given: the feature raster is used")
         args.diffusion_model = None
-    device = resolve_device(args.device, rep)
     predictor, meta = load_predictor(args.model, device=device, batch_size=args.batch_size)
-    from .samples import open_inputs
-
+    if hasattr(predictor, "log"):  # told when an out-of-memory retry lowers the batch
+        predictor.log = rep.warning
     spec, sar = open_inputs(args.spectral, args.sar, rep)
     feats = diffusion = None
     if meta["kind"] == "bdgf" and meta["inputs"].get("feature_bands"):
@@ -288,10 +332,7 @@ def cmd_classify(args, rep: Reporter) -> dict:
     if not any_pixel_with_data([spec, sar]):
         raise BdgfError("the spectral and SAR rasters have no pixel with data in both (all nodata or NaN); "
                         "check their nodata values and that they cover the same area")
-    rep.info(f"model {Path(args.model).name} ({meta['kind']}), device {device}")
-    out = classify(predictor, Inputs(spec, sar, feats, diffusion), args.out, classes_of(meta), args.confidence,
-                   args.entropy, args.memory_mb, rep)
-    return out
+    return predictor, Inputs(spec, sar, feats, diffusion), classes_of(meta), meta
 
 
 def _feature_source(args, meta, spec, rep):

@@ -17,6 +17,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import os
+import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -24,10 +26,11 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from .atomic import atomic_output
+from .distributed import SINGLE, DistContext, broadcast_object, run_agreed, split_rows
 from .errors import BdgfError
 from .groundtruth import ClassInfo
 from .progress import Reporter
-from .raster import RasterSource, create_raster, smallest_int_type
+from .raster import RasterSource, RasterWriter, create_raster, smallest_int_type
 
 from osgeo import gdal
 
@@ -35,8 +38,13 @@ MAP_NODATA = 0
 #: Share of the memory budget given to GDAL's block cache during the run (at least 2 MB).
 GDAL_CACHE_SHARE = 1 / 16
 #: What a run holds whatever its blocks, measured here (docs/bench/classify.md): GDAL's datasets
-#: and output writers, the reader thread's allocator arena, first-use allocations.
+#: and output writers, the reader thread's allocator arena, first-use allocations. Known to be low:
+#: 21-24 MB were measured before the first block of a forest run (tests/test_classify_scale.py,
+#: xfail); raising it would lift the smallest usable budget from 16 to about 34 MB.
 RUNTIME_RESERVE_MB = 12
+#: Rows of a tile of the output GeoTIFFs (GDAL's default for TILED=YES): each output is written a
+#: whole row of tiles at a time, so its buffer is paid for in the budget.
+OUTPUT_TILE_ROWS = 256
 
 
 class Predictor(Protocol):
@@ -179,7 +187,12 @@ def read_rows(src: RasterSource, a: int, b: int) -> np.ndarray:
     60-band demo scene).
     """
     out = np.empty((src.bands, b - a, src.width), np.float32)
-    src.ds.ReadAsArray(0, a, src.width, b - a, buf_obj=out)
+    try:
+        src.ds.ReadAsArray(0, a, src.width, b - a, buf_obj=out)
+    except RuntimeError as exc:  # a damaged file, or a virtual raster whose source went missing
+        detail = " ".join(str(exc).split())
+        raise BdgfError(f"cannot read rows {a}-{b} of the {src.what} {src.path.name} ({detail}); check that the "
+                        "file, and any file it refers to, is complete and readable") from None
     for k, nd in enumerate(src.nodata):
         if nd is not None:
             out[k][out[k] == np.float32(nd)] = np.nan
@@ -224,81 +237,328 @@ def _gdal_cache(max_bytes: int):
         gdal.SetCacheMax(before)
 
 
-def classify(predictor: Predictor, inputs: Inputs, out_map: str | os.PathLike, classes: Sequence[ClassInfo],
-             confidence: str | os.PathLike | None = None, entropy: str | os.PathLike | None = None,
-             memory_mb: float = 1024, reporter: Reporter | None = None) -> dict:
-    """Classify the scene block by block; write the map (and optional rasters) atomically."""
-    rep = reporter or Reporter()
+def plan_blocks(predictor: Predictor, inputs: Inputs, memory_mb: float, output_bytes: int = 9) -> tuple[int, int]:
+    """(rows per block, GDAL cache bytes) of a run within ``memory_mb`` (per process under torchrun).
+
+    ``output_bytes``: bytes per pixel of all the outputs (map, confidence, entropy), for the buffers
+    of one row of output tiles.
+
+    Sizes the predictor's batch as a side effect (``plan``). The batch's memory is measured in the
+    process, so under torchrun rank 0's plan is given to every rank (see :func:`classify`).
+    """
     if memory_mb < 16:
         raise BdgfError(f"the memory budget must be at least 16 MB, got {memory_mb}")
-    grid = inputs.spectral.grid
-    halo = predictor.halo
     budget = memory_mb * 2**20
     cache = max(2 * 2**20, int(GDAL_CACHE_SHARE * budget))
     work = inputs.diffusion.working_bytes() if inputs.diffusion is not None else 0
     plan = getattr(predictor, "plan", None)
     if plan is not None:
         work += plan(budget - cache - work)
-    fixed = RUNTIME_RESERVE_MB * 2**20 + cache + work
+    tiles = min(OUTPUT_TILE_ROWS, inputs.spectral.height) * inputs.spectral.width * output_bytes
+    fixed = RUNTIME_RESERVE_MB * 2**20 + cache + work + tiles
     if fixed > budget:
         need = int(fixed / 2**20) + 8
         raise BdgfError(f"a memory budget of {memory_mb:.0f} MB is too small for this model: the run's fixed part "
-                        f"(model, batch, diffusion network, caches) alone needs {fixed / 2**20:.0f} MB; give at least "
-                        f"{need} MB")
-    block_rows = rows_per_block(inputs, memory_mb, halo, bytes_per_pixel_extra=16 * len(predictor.codes),
+                        f"(model, batch, diffusion network, caches, output tiles) alone needs {fixed / 2**20:.0f} MB; "
+                        f"give at least {need} MB")
+    block_rows = rows_per_block(inputs, memory_mb, predictor.halo, bytes_per_pixel_extra=16 * len(predictor.codes),
                                 fixed_bytes=fixed)
+    return block_rows, cache
+
+
+def classify(predictor: Predictor, inputs: Inputs, out_map: str | os.PathLike, classes: Sequence[ClassInfo],
+             confidence: str | os.PathLike | None = None, entropy: str | os.PathLike | None = None,
+             memory_mb: float = 1024, reporter: Reporter | None = None, ctx: DistContext = SINGLE) -> dict:
+    """Classify the scene block by block; write the map (and optional rasters) atomically.
+
+    Under torchrun (``ctx`` from :func:`bdgf_core.distributed.context`) the blocks of rows a single
+    process would make are shared out, contiguous runs of blocks per rank. Rank 0 writes its blocks
+    into the outputs as a single process does; every other rank writes its rows raw into a private
+    folder beside the map (``.<map name>.bdgf-parts-<id>``, on a file system all ranks see). Once
+    every rank has finished, rank 0 copies those rows into the outputs, block after block in the
+    single process's order, so the files are those of one process; it alone writes the outputs and
+    the style, and removes the folder whatever happens. Every block ends with a collective status
+    check (:func:`bdgf_core.distributed.run_agreed`): a rank's failure stops all ranks after the
+    block at hand and rank 0 reports it; nothing is left behind. The memory budget is per process.
+    Non-main ranks return ``{}``.
+    """
+    rep = reporter or Reporter()
+    grid = inputs.spectral.grid
+    halo = predictor.halo
     codes = np.asarray(predictor.codes, np.int32)
+    dtype = smallest_int_type(int(codes.max()))
+    extras = [(p, name) for p, name in ((confidence, "confidence"), (entropy, "entropy")) if p is not None]
+    types = [_numpy_type(dtype)] + [np.dtype(np.float32)] * len(extras)
+
+    def plan() -> tuple[int, int, int | None]:
+        rows, cache = plan_blocks(predictor, inputs, memory_mb, sum(t.itemsize for t in types))
+        return rows, cache, getattr(predictor, "batch_size", None)
+
+    # Rank 0's plan for all: the batch's memory is measured in each process and the measure can
+    # differ a little, while every rank must cut the same blocks (and batches, for the same numbers).
+    block_rows, cache, batch = broadcast_object(run_agreed(plan, ctx), ctx)
+    if batch is not None:
+        predictor.batch_size = batch
+    blocks = [(r0, min(r0 + block_rows, grid.height)) for r0 in range(0, grid.height, block_rows)]
+    shares = split_rows(len(blocks), ctx.world)  # contiguous runs of block indices, one per rank
+    first, last = shares[ctx.rank]
     by_code = {c.code: c for c in classes}
     batch = getattr(predictor, "batch_size", None)
     rep.info(f"classifying {grid.width} x {grid.height} pixels in blocks of {block_rows} rows "
              f"(memory budget {memory_mb:.0f} MB" + (f", batches of {batch} pixels" if batch else "") + ")")
-    dtype = smallest_int_type(int(codes.max()))
-    extras = [(p, name) for p, name in ((confidence, "confidence"), (entropy, "entropy")) if p is not None]
-    with _gdal_cache(cache), _open_outputs(out_map, grid, dtype, extras) as writers:
-        map_writer = writers[0]
-        map_writer.set_categories([int(c) for c in codes], [by_code[int(c)].name if int(c) in by_code else f"class {c}" for c in codes],
-                                  [by_code[int(c)].color if int(c) in by_code else "#808080" for c in codes])
-        starts = list(range(0, grid.height, block_rows))
-        with cf.ThreadPoolExecutor(1) as pool:
-            nxt = pool.submit(_read, inputs, starts[0], min(starts[0] + block_rows, grid.height), halo)
-            for k, r0 in enumerate(starts):
-                r1 = min(r0 + block_rows, grid.height)
-                block = nxt.result()
-                if k + 1 < len(starts):
-                    s1 = starts[k + 1]
-                    nxt = pool.submit(_read, inputs, s1, min(s1 + block_rows, grid.height), halo)
-                rep.check_cancelled()
-                arrays = list(block.arrays)
-                if block.raw is not None:
-                    a, b = block.rows
-                    feats = inputs.diffusion.rows(a, b, *block.raw)
-                    block.raw = None
-                    mode = "reflect" if min(grid.height, grid.width) > halo else "symmetric"
-                    arrays.append(_pad(feats, r0, r1, a, b, halo, mode))
-                    del feats
-                del block
-                spec, sar = arrays[0], arrays[1]
-                feats = arrays[2] if len(arrays) > 2 else None
-                probs = predictor.predict_block(spec, sar, feats)          # (C, h, w)
-                valid = np.ones(probs.shape[1:], bool)
-                for x in arrays:
-                    inner = x[:, halo:x.shape[1] - halo, halo:x.shape[2] - halo] if halo else x
-                    valid &= np.isfinite(inner).all(0)
-                del arrays, spec, sar, feats
-                best = probs.argmax(0)
-                map_writer.write(r0, 0, np.where(valid, codes[best], MAP_NODATA).astype(np.int32))
-                del best
-                wi = 1
-                if confidence is not None:
-                    writers[wi].write(r0, 0, np.where(valid, probs.max(0), np.nan).astype(np.float32))
-                    wi += 1
-                if entropy is not None:
-                    writers[wi].write(r0, 0, np.where(valid, _entropy(probs), np.nan).astype(np.float32))
-                del probs
-                rep.progress(r1 / grid.height, f"rows {r1}/{grid.height}")
+    if ctx.enabled:
+        idle = sum(1 for a, b in shares if a == b)
+        rep.info(f"{len(blocks)} blocks shared by {ctx.world} processes (memory budget per process)"
+                 + (f"; {idle} of them have no block: lower the memory budget to give every process work"
+                    if idle else ""))
+    parts: Path | None = None
+    try:
+        if ctx.enabled:
+            made = run_agreed(lambda: _make_parts_folder(out_map) if ctx.is_main else None, ctx)
+            parts = Path(broadcast_object(str(made) if made else None, ctx))
+        with contextlib.ExitStack() as stack:
+            def open_sinks():
+                stack.enter_context(_gdal_cache(cache))
+                if ctx.is_main:
+                    w = stack.enter_context(_open_outputs(out_map, grid, dtype, extras))
+                    w[0].set_categories([int(c) for c in codes],
+                                        [by_code[int(c)].name if int(c) in by_code else f"class {c}" for c in codes],
+                                        [by_code[int(c)].color if int(c) in by_code else "#808080" for c in codes])
+                    return [_TileRows(x, t) for x, t in zip(w, types)]
+                if first == last:
+                    return None
+                w = _PartWriters(parts, ctx.rank, blocks[first][0], grid.width, types)
+                stack.callback(w.close)
+                return w
+
+            writers = run_agreed(open_sinks, ctx)
+            pool = stack.enter_context(cf.ThreadPoolExecutor(1))
+            mine = blocks[first:last]
+            steps = max(b - a for a, b in shares)  # every rank takes part in as many status checks
+            nxt: cf.Future | None = None
+            share = 0.95 if ctx.enabled else 1.0  # rank 0 copies the other ranks' rows after its own
+
+            def step(k: int):
+                nonlocal nxt
+                if k < len(mine):
+                    if k == 0:  # (the resumed rows are read here, before the reader thread starts)
+                        if first > 0 and inputs.diffusion is not None:
+                            _resume_diffusion(inputs, blocks, first, halo)
+                        nxt = pool.submit(_read, inputs, *mine[0], halo)
+                    r0, r1 = mine[k]
+                    block = nxt.result()
+                    if k + 1 < len(mine):
+                        nxt = pool.submit(_read, inputs, *mine[k + 1], halo)
+                    rep.check_cancelled()
+                    out = _predict_block(predictor, inputs, block, r0, r1, halo, codes, confidence is not None,
+                                         entropy is not None)
+                    # GDAL is never used by two threads at once: the read of the next block ends before
+                    # this one is written (a read that evicts another dataset's dirty tiles writes them
+                    # from its thread: pixels were lost that way), which also fixes the order of GDAL's
+                    # calls, and so the files' bytes
+                    if k + 1 < len(mine):
+                        cf.wait([nxt])
+                    for i, a in enumerate(out):
+                        writers[i].write(r0, 0, a)
+                    del out
+                    if ctx.enabled:
+                        rep.progress(share * (k + 1) / len(mine), f"rows {r1}/{grid.height}")
+                    else:
+                        rep.progress(r1 / grid.height, f"rows {r1}/{grid.height}")
+                if k == steps - 1 and not ctx.is_main and writers is not None:
+                    writers.close()  # complete on disk before rank 0 hears that every rank is done
+
+            for k in range(steps):
+                run_agreed(lambda: step(k), ctx)
+            if not ctx.is_main:
+                return {}
+            if ctx.enabled:
+                rep.info(f"writing the rows of the other process{'es' if ctx.world > 2 else ''}")
+                _copy_parts(parts, blocks, shares, grid.width, writers, types, rep, share)
+    except BaseException:
+        if parts is not None and not ctx.is_main:  # rank 0 may be gone: leave nothing of ours behind
+            _remove_own_parts(parts, ctx.rank)
+        raise
+    finally:
+        if parts is not None and ctx.is_main:
+            shutil.rmtree(parts, ignore_errors=True)
     style = write_qml(Path(out_map).with_suffix(".qml"), [by_code.get(int(c), ClassInfo(int(c), f"class {c}", "#808080")) for c in codes])
     return {"map": str(out_map), "confidence": str(confidence) if confidence else None,
             "entropy": str(entropy) if entropy else None, "style": str(style)}
+
+
+def _predict_block(predictor: Predictor, inputs: Inputs, block: _Block, r0: int, r1: int, halo: int,
+                   codes: np.ndarray, confidence: bool, entropy: bool) -> list[np.ndarray]:
+    """The arrays written for rows [r0, r1): the map (int32), then confidence and entropy if asked."""
+    grid = inputs.spectral.grid
+    arrays = list(block.arrays)
+    if block.raw is not None:
+        a, b = block.rows
+        feats = inputs.diffusion.rows(a, b, *block.raw)
+        block.raw = None
+        mode = "reflect" if min(grid.height, grid.width) > halo else "symmetric"
+        arrays.append(_pad(feats, r0, r1, a, b, halo, mode))
+        del feats
+    del block
+    spec, sar = arrays[0], arrays[1]
+    feats = arrays[2] if len(arrays) > 2 else None
+    probs = predictor.predict_block(spec, sar, feats)          # (C, h, w)
+    valid = np.ones(probs.shape[1:], bool)
+    for x in arrays:
+        inner = x[:, halo:x.shape[1] - halo, halo:x.shape[2] - halo] if halo else x
+        valid &= np.isfinite(inner).all(0)
+    del arrays, spec, sar, feats
+    best = probs.argmax(0)
+    out = [np.where(valid, codes[best], MAP_NODATA).astype(np.int32)]
+    del best
+    if confidence:
+        out.append(np.where(valid, probs.max(0), np.nan).astype(np.float32))
+    if entropy:
+        out.append(np.where(valid, _entropy(probs), np.nan).astype(np.float32))
+    return out
+
+
+def _resume_diffusion(inputs: Inputs, blocks: Sequence[tuple[int, int]], k: int, halo: int) -> None:
+    """Give ``inputs.diffusion`` the rows a run from block 0 would hold when it reaches block ``k``.
+
+    A single run computes the features of block j's rows [b_{j-1}, b_j) (b_j: the block's last
+    row plus the patch halo) tile by tile from b_{j-1}, and keeps the rows the next block needs
+    again. A rank starting at block k computes the rows it shares with blocks before k in the same
+    tiles (a tiling moves float rounding), so its features and map are those of one process.
+    """
+    h = inputs.spectral.height
+    ends = [min(h, r1 + halo) for _, r1 in blocks]
+    a_k = max(0, blocks[k][0] - halo)
+    segments = [(ends[j - 1] if j else 0, ends[j]) for j in range(k) if ends[j] > a_k]
+    if not segments:
+        return
+    dh = inputs.diffusion.halo
+    out = []
+    for s, e in segments:
+        if e <= s:
+            continue
+        ra, rb = max(0, s - dh), min(h, e + dh)
+        inputs.diffusion._cache = None  # tiles from s, as block j computed them
+        out.append(inputs.diffusion.rows(s, e, read_rows(inputs.spectral, ra, rb), read_rows(inputs.sar, ra, rb), ra))
+    inputs.diffusion._cache = (segments[0][0], segments[-1][1], np.concatenate(out, axis=1))
+
+
+class _TileRows:
+    """An output written one whole row of its tiles at a time, each tile once, then flushed.
+
+    Blocks of rows arrive in order and rarely end on a tile boundary. Written as they come, a tile
+    would be written (compressed, appended) again each time GDAL's cache evicts it half done, so
+    the file grew and its layout followed the cache's pressure. A row of tiles written whole and
+    flushed at once gives the same file whatever the blocks, the budget or the number of processes.
+    """
+
+    def __init__(self, writer: RasterWriter, dtype: np.dtype) -> None:
+        self.writer = writer
+        self.bands = [writer.ds.GetRasterBand(i + 1) for i in range(writer.ds.RasterCount)]
+        self.height, self.width = writer.ds.RasterYSize, writer.ds.RasterXSize
+        self.tile = self.bands[0].GetBlockSize()[1]
+        self.buf = np.empty((min(self.tile, self.height), self.width), dtype)
+        self.row0 = self.filled = 0  # the buffer holds rows [row0, row0 + filled)
+
+    def write(self, row0: int, col0: int, block: np.ndarray) -> None:
+        if row0 != self.row0 + self.filled or col0 != 0 or block.shape[-1] != self.width:
+            raise BdgfError(f"internal: rows from {row0} written out of order")
+        i = 0
+        while i < block.shape[0]:
+            n = min(block.shape[0] - i, len(self.buf) - self.filled)
+            self.buf[self.filled:self.filled + n] = block[i:i + n]
+            self.filled, i = self.filled + n, i + n
+            if self.filled == min(self.tile, self.height - self.row0):
+                self.writer.write(self.row0, 0, self.buf[:self.filled])
+                for b in self.bands:
+                    b.FlushCache()
+                self.row0, self.filled = self.row0 + self.filled, 0
+
+
+class _PartWriters:
+    """A non-main rank's outputs: its rows [row0, ...) of each raster, raw, appended block after block."""
+
+    def __init__(self, folder: Path, rank: int, row0: int, width: int, types: Sequence[np.dtype]) -> None:
+        self.row0, self.width = row0, width
+        self.types = list(types)
+        self.files = [open(_part_path(folder, rank, i), "wb") for i in range(len(types))]
+
+    def __getitem__(self, i: int) -> "_PartWriters._One":
+        return self._One(self, i)
+
+    class _One:
+        def __init__(self, parent: "_PartWriters", i: int) -> None:
+            self.parent, self.i = parent, i
+
+        def write(self, row0: int, col0: int, block: np.ndarray) -> None:
+            p = self.parent
+            f = p.files[self.i]
+            if f.tell() != (row0 - p.row0) * p.width * p.types[self.i].itemsize or col0 != 0:
+                raise BdgfError(f"internal: rows from {row0} written out of order")
+            f.write(np.ascontiguousarray(block, p.types[self.i]).tobytes())
+
+    def close(self) -> None:
+        for f in self.files:
+            f.close()
+
+
+def _part_path(folder: Path, rank: int, output: int) -> Path:
+    return folder / f"rank{rank}-{output}.raw"
+
+
+def _numpy_type(gdal_type: int) -> np.dtype:
+    from osgeo import gdal_array
+
+    return np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(gdal_type))
+
+
+def _make_parts_folder(out_map: str | os.PathLike) -> Path:
+    dest = Path(out_map)
+    folder = dest.with_name(f".{dest.name}.bdgf-parts-{uuid.uuid4().hex[:12]}")
+    try:
+        folder.mkdir()
+    except OSError as exc:
+        raise BdgfError(f"cannot create the folder {folder.name} for the processes' rows beside {dest.name} "
+                        f"({exc.strerror}); choose an output path in a writable folder") from None
+    return folder
+
+
+def _copy_parts(folder: Path, blocks: Sequence[tuple[int, int]], shares: Sequence[tuple[int, int]], width: int,
+                writers, types: Sequence[np.dtype], rep: Reporter, done: float) -> None:
+    """Rank 0: write the other ranks' rows into the outputs, block by block in the single-process order.
+
+    Reads with plain file reads, one block at a time: the copy holds one block of each output,
+    never a mapping of a whole part file.
+    """
+    todo = sum(b - a for a, b in shares[1:])
+    copied = 0
+    for rank, (first, last) in enumerate(shares):
+        if rank == 0 or first == last:
+            continue
+        row0 = blocks[first][0]
+        files = [open(_part_path(folder, rank, i), "rb") for i in range(len(writers))]
+        try:
+            for r0, r1 in blocks[first:last]:
+                for i, (f, t) in enumerate(zip(files, types)):
+                    f.seek((r0 - row0) * width * t.itemsize)
+                    a = np.fromfile(f, t, (r1 - r0) * width)
+                    if a.size != (r1 - r0) * width:
+                        raise BdgfError(f"internal: the rows of process {rank} are incomplete")
+                    writers[i].write(r0, 0, a.reshape(r1 - r0, width))
+                copied += 1
+                rep.progress(done + (1 - done) * copied / todo)
+        finally:
+            for f in files:
+                f.close()
+
+
+def _remove_own_parts(folder: Path, rank: int) -> None:
+    """A failed non-main rank removes its files, and the folder when rank 0 has already gone."""
+    for p in folder.glob(f"rank{rank}-*.raw"):
+        with contextlib.suppress(OSError):
+            p.unlink()
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def _entropy(probs: np.ndarray) -> np.ndarray:

@@ -21,7 +21,9 @@ from torch import nn
 
 def module_output_bytes(fn: Callable[[], Any]) -> int:
     """Run ``fn()`` once; the bytes of the distinct storages returned by the modules it calls."""
-    seen: set[int] = set()
+    # The storages are kept alive until the end: a freed one's address could be reused by a later
+    # output, which would then go uncounted (the measure varied from run to run before).
+    seen: dict[int, Any] = {}
     total = 0
 
     def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
@@ -36,7 +38,7 @@ def module_output_bytes(fn: Callable[[], Any]) -> int:
             elif isinstance(o, torch.Tensor):
                 st = o.untyped_storage()
                 if st.data_ptr() not in seen:
-                    seen.add(st.data_ptr())
+                    seen[st.data_ptr()] = st
                     total += st.nbytes()
             elif hasattr(o, "__dataclass_fields__"):
                 stack.extend(getattr(o, f) for f in o.__dataclass_fields__)
@@ -46,4 +48,5 @@ def module_output_bytes(fn: Callable[[], Any]) -> int:
         fn()
     finally:
         handle.remove()
+        seen.clear()
     return total

@@ -183,11 +183,12 @@ def _bounds_in(grid: Grid, dst_wkt: str, what: str = "raster", name: str = "") -
                         "CRS (Raster > Projections > Warp)") from None
 
 
-def any_pixel_with_data(sources: Sequence[RasterSource], budget_mb: float = 64) -> bool:
+def any_pixel_with_data(sources: Sequence[RasterSource], budget_mb: float = 2) -> bool:
     """True when some pixel has data in every band of every source (all on one grid).
 
     Reads strips of rows within ``budget_mb`` and stops at the first such pixel, so an ordinary
-    raster costs one strip; only rasters without data are read to the end.
+    raster costs one strip; only rasters without data are read to the end. The strip is small by
+    default: this check runs before a run's memory budget is planned, so it must not set the peak.
     """
     grid = sources[0].grid
     bytes_per_row = max(1, grid.width * sum(s.bands for s in sources) * 4)

@@ -59,6 +59,7 @@ class ClassifyAlgorithm(BdgfAlgorithm):
                  "and written in blocks sized from it; lower it if the system runs out of memory.",
                  advanced=True)
         self.add_device()
+        self.add_processes()  # the blocks of rows are shared by the processes; the map is the one of one process
         self.add_output_help(QgsProcessingOutputFile("STYLE", "Style file"),
                              "the .qml style written beside the class map")
 
@@ -82,7 +83,8 @@ class ClassifyAlgorithm(BdgfAlgorithm):
             args += ["--entropy", entropy]
         args += ["--memory-mb", self.parameterAsInt(parameters, self.MEMORY_MB, context),
                  "--device", self.device(parameters, context)]
-        res = self.run_runtime("classify", args, feedback, outputs=[out, confidence, entropy])
+        res = self.run_runtime("classify", args, feedback, outputs=[out, confidence, entropy],
+                               processes=self.processes(parameters, context))
         return {
             self.OUTPUT: plain(res.get("map", out)),
             self.CONFIDENCE: plain(res.get("confidence", confidence)),

@@ -231,10 +231,12 @@ class BdgfAlgorithm(QgsProcessingAlgorithm):
     def add_processes(self) -> None:
         self.add(QgsProcessingParameterNumber("PROCESSES", "Processes (data parallel)",
                                               QgsProcessingParameterNumber.Integer, 1, optional=True, minValue=1, maxValue=256),
-                 "Training processes on this machine, 1 to 256; default 1. Above 1 the runtime runs under "
-                 "torchrun with DistributedDataParallel: one process per GPU on CUDA (use at most the GPU "
-                 "count), or CPU processes sharing the cores (Gloo). The results do not depend on it: the "
-                 "batch size stays the global one. For several machines see the README.", advanced=True)
+                 "Processes on this machine, 1 to 256; default 1. Above 1 the runtime runs under torchrun: "
+                 "one process per GPU on CUDA (use at most the GPU count), or CPU processes sharing the cores "
+                 "(Gloo). Pretrain and Train: DistributedDataParallel, the batch size stays the global one, so "
+                 "the results do not depend on it. Classify: the blocks of rows are shared out, the memory "
+                 "budget applies to each process, the outputs are those of one process. For several machines "
+                 "see the README.", advanced=True)
 
     def processes(self, parameters, context) -> int:
         if parameters.get("PROCESSES") is None:

@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess  # nosec B404 - argv lists only, never a shell
 import threading
@@ -104,11 +105,13 @@ def child_env(python: str) -> Dict[str, str]:
 
 
 def partial_files(dest: str) -> List[Path]:
-    """Partial files of ``dest`` a runtime may leave when killed: ``.{stem}.bdgf-partial*{suffix}``."""
+    """Partial files of ``dest`` a runtime may leave when killed: ``.{stem}.bdgf-partial*{suffix}``,
+    and the row-parts folders of a multi-process classification, ``.{name}.bdgf-parts-*``."""
     path = Path(dest)
     if not path.name or not path.parent.is_dir():
         return []
-    return sorted(path.parent.glob(f".{path.stem}{PARTIAL_TAG}*{path.suffix}"))
+    return sorted([*path.parent.glob(f".{path.stem}{PARTIAL_TAG}*{path.suffix}"),
+                   *path.parent.glob(f".{path.name}.bdgf-parts-*")])
 
 
 def remove_partials(paths: Iterable[Optional[str]], feedback: Optional[QgsProcessingFeedback] = None) -> List[Path]:
@@ -119,7 +122,10 @@ def remove_partials(paths: Iterable[Optional[str]], feedback: Optional[QgsProces
             continue
         for p in partial_files(str(dest)):
             with contextlib.suppress(OSError):
-                p.unlink()
+                if p.is_dir():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
                 removed.append(p)
                 if feedback is not None:
                     feedback.pushDebugInfo(f"Removed partial file {p}")

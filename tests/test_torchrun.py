@@ -66,7 +66,8 @@ def test_two_processes_train_the_same_weights_as_one(scene):
 
 def test_other_commands_refuse_torchrun(scene, tmp_path):
     d, s = scene
-    p = torchrun(["classify", "--model", tmp_path / "x.bdgf", "--spectral", s["spectral"], "--sar", s["sar"],
-                  "--out", tmp_path / "m.tif", "--progress", "json"])
-    assert p.returncode != 0 and "only 'train' runs under torchrun" in p.stdout
-    assert not (tmp_path / "m.tif").exists()
+    p = torchrun(["train-baseline", "--spectral", s["spectral"], "--sar", s["sar"], "--groundtruth", s["groundtruth"],
+                  "--model", tmp_path / "rf.bdgf", "--progress", "json"])
+    assert p.returncode != 0 and "'train-baseline' runs in one process" in p.stdout
+    assert "run under torchrun so far" in p.stdout
+    assert not (tmp_path / "rf.bdgf").exists()

@@ -116,6 +116,17 @@ def test_remove_partials_matches_runtime_naming(tmp_path: Path):
     assert all(p.exists() for p in keep)
 
 
+def test_remove_partials_removes_the_row_parts_of_a_killed_multiprocess_classification(tmp_path: Path):
+    dest = tmp_path / "map.tif"
+    parts = tmp_path / ".map.tif.bdgf-parts-0123456789ab"
+    parts.mkdir()
+    (parts / "rank1.rows").write_bytes(b"x" * 10)
+    other = tmp_path / ".other.tif.bdgf-parts-0123456789ab"
+    other.mkdir()
+    assert runtime.remove_partials([str(dest)]) == [parts]
+    assert not parts.exists() and other.exists()
+
+
 def test_find_python_order(monkeypatch, tmp_path: Path):
     from qgis.core import QgsSettings
 
