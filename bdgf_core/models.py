@@ -19,6 +19,9 @@ def load_predictor(path: str | os.PathLike, device: str = "cpu", batch_size: int
     """(predictor, metadata) for a classifier model file (baseline or BDGF)."""
     tensors, meta = load_model(path)
     kind = meta["kind"]
+    if "checkpoint" in meta:
+        raise BdgfError(f"{os.path.basename(path)} is a training checkpoint, not a finished model; rerun the "
+                        "training command to resume it and give the model file it writes")
     if kind == "baseline":
         forest = {k[len("forest."):]: v for k, v in tensors.items() if k.startswith("forest.")}
         return ForestPredictor(forest, tensors["spectral_mean"], tensors["spectral_std"],

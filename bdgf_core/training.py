@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import time
+from pathlib import Path
 from contextlib import nullcontext
 from typing import Callable, Optional, Sequence
 
@@ -14,7 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .distributed import SINGLE, DistContext, all_ranks_agree, check_batch, loss_scale, rank_slice, sync_batchnorm
+from . import train_checkpoint
+from .distributed import (SINGLE, DistContext, all_ranks_agree, broadcast_object, check_batch, loss_scale, rank_slice,
+                          sync_batchnorm)
 from .errors import BdgfError, Cancelled
 from .network.bdgf import BDGFConfig, BDGFNet
 from .oom import OomRetry, for_each_batch
@@ -98,7 +101,7 @@ def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarra
              val: Optional[Pixels], n_classes: int, config: Optional[BDGFConfig] = None, device: str = "cpu",
              progress: Optional[Progress] = None,
              cancelled: Optional[Callable[[], bool]] = None, dist_ctx: Optional[DistContext] = None,
-             log: Optional[Log] = None) -> tuple[BDGFNet, dict]:
+             log: Optional[Log] = None, checkpoint: Optional[str] = None) -> tuple[BDGFNet, dict]:
     """Train a BDGFNet on labelled pixels; return (net in eval mode on ``device``, history).
 
     spectral (Bs, H, W), sar (Ba, H, W), features (F, H, W) or None (only when no guidance is
@@ -115,6 +118,10 @@ def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarra
     with the gradients accumulated, so the optimiser still takes one step per batch of
     ``batch_size``; only BatchNorm then sees micro-batch statistics. ``log`` is told. Under torchrun
     a rank cannot redo its step alone without desynchronising DDP, so there it stops with the message.
+
+    ``checkpoint``: a file written after every epoch (by rank 0); when it exists at the start, the
+    run resumes from it and ends with the weights and history of an uninterrupted run (CPU). A
+    checkpoint of other settings or pixels is refused (bdgf_core/train_checkpoint.py).
     """
     cfg = config or BDGFConfig()
     ctx = dist_ctx or SINGLE
@@ -158,6 +165,20 @@ def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarra
     labels_t = torch.from_numpy(tr_labels).to(dev)
     history: dict = {"loss": [], "val_oa": [], "lr": [], "best_epoch": None, "best_val_oa": None, "seconds": 0.0}
     best_state, best_oa = None, -1.0
+    start_epoch, digest = 0, None
+    if checkpoint:
+        # shapes and sums of the normalised images: other data on the same grid is another run
+        shapes = [None if im is None else [list(im.shape), float(np.sum(im, dtype=np.float64))] for im in images]
+        val_px = [] if va_src is None else [va_rows, va_cols, va_labels]
+        digest = train_checkpoint.fingerprint(cfg, shapes, [tr_rows, tr_cols, tr_labels, *val_px])
+        state = train_checkpoint.load(checkpoint, digest) if ctx.is_main and Path(checkpoint).is_file() else None
+        state = broadcast_object(state, ctx)  # rank 0 read it (possibly on its node only)
+        if state is not None:
+            train_checkpoint.restore(state, net, opt, sched, gen)
+            start_epoch, history, best_oa = state["epoch"], state["history"], state["best_oa"]
+            best_state = state["best"]
+            if progress is not None:
+                progress(start_epoch / cfg.epochs, f"resumed after epoch {start_epoch} from the checkpoint")
     n = len(tr_labels)
     # A last batch of one sample (of fewer samples than processes) would break BatchNorm in training
     # mode (leave a process without samples): fold it into the previous one.
@@ -198,7 +219,7 @@ def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarra
         return loss_sum / len(idx)
 
     t0 = time.perf_counter()
-    for epoch in range(cfg.epochs):
+    for epoch in range(start_epoch, cfg.epochs):
         net.train()
         order = gen.permutation(n)
         total, count = 0.0, 0
@@ -229,6 +250,8 @@ def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarra
             if oa > best_oa:
                 best_oa, history["best_epoch"] = oa, epoch
                 best_state = copy.deepcopy(net.state_dict())
+        if checkpoint and ctx.is_main:
+            train_checkpoint.save(checkpoint, net, opt, gen, epoch + 1, history, best_state, best_oa, digest)
         if progress is not None:
             progress((epoch + 1) / cfg.epochs, msg)
     if best_state is not None:

@@ -136,3 +136,33 @@ def test_cancel_during_classify_leaves_no_file_and_no_process(big_scene, tmp_pat
     assert code == 130, rest
     assert "cancelled" in rest and seconds < 10
     assert_nothing_left(tmp_path, before, p.pid)
+
+
+def test_interrupted_training_resumes_to_the_model_of_an_uninterrupted_run(scene, tmp_path):
+    """Long runs checkpoint: SIGTERM during `train` leaves only the epoch checkpoint beside the model;
+    the same command run again resumes from it and writes the weights an uninterrupted run writes."""
+    from bdgf_core.modelfile import load_model
+
+    def train(model: Path) -> subprocess.Popen:
+        return start("train", "--spectral", scene["spectral"], "--sar", scene["sar"], "--groundtruth",
+                     scene["groundtruth"], "--samples-per-class", "12", "--patch-size", "3", "--epochs", "24",
+                     "--validation-share", "0.2", "--no-guide-cnn", "--no-guide-transformer", "--no-guide-mamba",
+                     "--device", "cpu", "--model", model)
+
+    ref = finish(train(tmp_path / "ref.bdgf"))["model"]
+    run = tmp_path / "run"
+    run.mkdir()
+    p = train(run / "m.bdgf")
+    code, rest, _ = cancel_when(p, 30.0)  # a third of the epochs done
+    assert code == 130, rest
+    assert [f.name for f in run.iterdir()] == [".m.bdgf.checkpoint"]
+    p = train(run / "m.bdgf")  # the same command again
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, out[-2000:] + err[-2000:]
+    assert "resuming from the checkpoint .m.bdgf.checkpoint" in out
+    # the checkpoint is gone once the model is written; the run log is beside it
+    assert sorted(f.name for f in run.iterdir()) == ["m.bdgf", "m.bdgf.log"]
+    assert "resuming from the checkpoint" in (run / "m.bdgf.log").read_text()
+    (a, _), (b, _) = load_model(ref), load_model(run / "m.bdgf")
+    weights = [k for k in a if k.startswith("net.")]
+    assert weights and all(np.array_equal(a[k], b[k]) for k in weights)
