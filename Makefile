@@ -27,7 +27,7 @@ test: setup
 	@QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m "not bench" tests
 
 bench: setup
-	@QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m bench tests/bench -s
+	@QT_QPA_PLATFORM=offscreen $(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 install: setup
 	@bash scripts/install_plugin.sh $(PROFILE)
