@@ -310,7 +310,7 @@ def write(args, t0: float, sections: list[str]) -> None:
             + (f" --variant {' '.join(args.variant)}" if "scene" in args.part else "") + "`\n\n"
             f"Machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}; "
             f"this invocation took {time.perf_counter() - t0:.0f} s (runs already in the work folder's cache are "
-            "reused, so a resumed benchmark takes less). Mean ± standard deviation over {len(args.seeds)} seeds; "
+            f"reused, so a resumed benchmark takes less). Mean ± standard deviation over {len(args.seeds)} seeds; "
             "accuracy on held-out pixels.\n")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()[0]
