@@ -274,21 +274,13 @@ def cmd_classify(args, rep: Reporter) -> dict:
     check, as every block does: a failure anywhere is reported once, by rank 0, and the other
     processes end quietly with exit 0 (torchrun would otherwise stop rank 0 mid-clean-up).
     """
-    from .devices import resolve_device
-    from .distributed import PeerFailed, context, rank_device, run_agreed
+    from .distributed import PeerFailed, join, run_agreed
     from .inference import classify
 
-    failure = None
-    try:
-        device = resolve_device(args.device, rep)
-    except BdgfError as exc:  # reported after joining the process group, by rank 0 alone
-        device, failure = "cpu", exc
-    ctx = context(device)  # torchrun: join the process group (one process: nothing to do)
+    ctx, this_rank_device = join(args.device, rep)  # a device error is raised in setup(), reported by rank 0
 
     def setup():
-        if failure is not None:
-            raise failure
-        dev = rank_device(device, ctx)
+        dev = this_rank_device()
         return (*_classify_setup(args, rep, dev), dev)
 
     try:

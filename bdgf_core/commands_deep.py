@@ -75,25 +75,17 @@ def cmd_pretrain(args, rep) -> dict:
     """
     from .atomic import check_writable
     from .cli import run_info
-    from .devices import resolve_device
     from .diffusion import DiffusionConfig, extract_features, pretrain_ddpm
-    from .distributed import PeerFailed, check_batch, context, rank_device, run_agreed
+    from .distributed import PeerFailed, check_batch, join, run_agreed
     from .raster import create_raster
     from .samples import open_inputs
 
     from osgeo import gdal
 
-    failure = None
-    try:
-        device = resolve_device(args.device, rep)
-    except BdgfError as exc:  # reported after joining the process group, by rank 0 alone
-        device, failure = "cpu", exc
-    ctx = context(device)  # torchrun: join the process group (one process: nothing to do)
+    ctx, this_rank_device = join(args.device, rep)  # a device error is raised in setup(), reported by rank 0
 
     def setup():
-        if failure is not None:
-            raise failure
-        dev = rank_device(device, ctx)
+        dev = this_rank_device()
         if ctx.is_main:  # only rank 0 writes (other nodes need not see the output folder)
             check_writable(args.model)
             check_writable(args.features)

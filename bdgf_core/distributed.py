@@ -78,6 +78,30 @@ def rank_device(device: str, ctx: DistContext) -> str:
     return device
 
 
+def join(requested: str, rep=None) -> tuple[DistContext, Callable[[], str]]:
+    """Resolve the device and join the process group (one process: nothing to join).
+
+    Returns the context and ``device()``, to call inside the agreed set-up (:func:`run_agreed`):
+    it gives this rank's device, or raises the device error resolving met. The error is deferred
+    so that it is reported once, by rank 0, after every process has joined.
+    """
+    from .devices import resolve_device
+
+    failure = None
+    try:
+        device = resolve_device(requested, rep)
+    except BdgfError as exc:
+        device, failure = "cpu", exc
+    ctx = context(device)
+
+    def this_rank_device() -> str:
+        if failure is not None:
+            raise failure
+        return rank_device(device, ctx)
+
+    return ctx, this_rank_device
+
+
 def rank_slice(batch: np.ndarray, ctx: DistContext) -> np.ndarray:
     """This rank's part of a global batch of indices."""
     return batch[ctx.rank::ctx.world] if ctx.enabled else batch
