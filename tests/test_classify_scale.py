@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_classify import measured, mosaic_vrt, window_vrt  # noqa: E402
 
+from random_models import random_bdgf_file  # noqa: E402
 from test_cli import result, run  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -67,24 +67,6 @@ def test_forest_run_stays_within_the_budget_whatever_the_scene(forest_scene):
     assert m.shape == (1500, 1500) and (m[:100, :100] == m[1400:, 700:800]).all()
 
 
-def _random_bdgf_file(path, spectral, sar, features, classes=4, patch=3):
-    from bdgf_core.groundtruth import ClassInfo
-    from bdgf_core.modelfile import save_model
-    from bdgf_core.network.bdgf import BDGFConfig, BDGFNet
-
-    torch.manual_seed(0)
-    net = BDGFNet(spectral, sar, features, classes,
-                  BDGFConfig(patch=patch, embed=8, tokens=2, d_state=4, expand=1)).eval()
-    cls = [ClassInfo(i + 1, f"class {i + 1}", "#3366aa").to_json() for i in range(classes)]
-    meta = {"model_id": "test", "classes": cls, "network": net.meta(),
-            "inputs": {"spectral_bands": spectral, "sar_bands": sar, "feature_bands": features}}
-    tensors = {f"net.{k}": v for k, v in net.state_dict().items()}
-    tensors.update({"spectral_mean": np.zeros(spectral, np.float32), "spectral_std": np.ones(spectral, np.float32),
-                    "sar_mean": np.zeros(sar, np.float32), "sar_std": np.ones(sar, np.float32)})
-    save_model(path, "bdgf", tensors, meta)
-    return path
-
-
 def test_bdgf_run_stays_within_the_budget(forest_scene):
     """A BDGF run (random weights: memory does not depend on them) with 400 feature channels per pixel:
     the inputs of a 490 x 490 scene are 3x the budget; its batch is chosen from the budget."""
@@ -105,7 +87,7 @@ def test_bdgf_run_stays_within_the_budget(forest_scene):
     for what in ("spectral", "sar", "feat"):
         mosaic_vrt(d / f"{what}.tif", 5, 5, d / f"{what}_5m.vrt")
         window_vrt(d / f"{what}_5m.vrt", 0, 0, 490, 490, d / f"{what}_w.vrt")
-    model = _random_bdgf_file(d / "bdgf.bdgf", 20, 2, features)
+    model = random_bdgf_file(d / "bdgf.bdgf", 20, 2, features)
     budget = 128
     assert 490 * 490 * (20 + 2 + features) * 4 / 2**20 > 3 * budget
     out = measured("classify", "--model", model, "--spectral", d / "spectral_w.vrt", "--sar", d / "sar_w.vrt",

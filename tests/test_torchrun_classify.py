@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 
+from random_models import random_bdgf_file
 from test_cli import result, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,25 +36,6 @@ BUDGET = 58  # MB per process, BDGF with batches of 16 pixels: blocks of about 4
 DIFFUSION_BUDGET = 72  # with batches of 256 and the diffusion network (fixed part ~69 MB): blocks of a few dozen rows
 FEATURES = 4
 OUTPUTS = {"conf.tif", "ent.tif", "map.qml", "map.tif", "map.tif.aux.xml"}
-
-
-def _random_bdgf(path, spectral, sar, features, classes=4, patch=3):
-    from bdgf_core.groundtruth import ClassInfo
-    from bdgf_core.modelfile import save_model
-    from bdgf_core.network.bdgf import BDGFConfig, BDGFNet
-
-    torch.manual_seed(0)
-    net = BDGFNet(spectral, sar, features, classes,
-                  BDGFConfig(patch=patch, embed=8, tokens=2, d_state=4, expand=1)).eval()
-    cls = [ClassInfo(i + 1, f"class {i + 1}", "#3366aa").to_json() for i in range(classes)]
-    meta = {"model_id": "test", "classes": cls, "network": net.meta(),
-            "inputs": {"spectral_bands": spectral, "sar_bands": sar, "feature_bands": features}}
-    tensors = {f"net.{k}": v for k, v in net.state_dict().items()}
-    tensors.update({"spectral_mean": np.full(spectral, 300, np.float32),
-                    "spectral_std": np.full(spectral, 50, np.float32),
-                    "sar_mean": np.ones(sar, np.float32), "sar_std": np.ones(sar, np.float32)})
-    save_model(path, "bdgf", tensors, meta)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +51,8 @@ def scene(tmp_path_factory):
         mosaic_vrt(s[what], 8, 2, d / f"{what}.vrt")  # 64 wide, 256 tall
     grid = RasterSource(d / "spectral.vrt").grid
     feats = np.random.default_rng(0).normal(size=(FEATURES, grid.height, grid.width)).astype(np.float32)
-    model = _random_bdgf(d / "bdgf.bdgf", RasterSource(d / "spectral.vrt").bands, RasterSource(d / "sar.vrt").bands,
-                         FEATURES)
+    model = random_bdgf_file(d / "bdgf.bdgf", RasterSource(d / "spectral.vrt").bands, RasterSource(d / "sar.vrt").bands,
+                             FEATURES, spectral_stats=(300.0, 50.0), sar_stats=(1.0, 1.0))
     return {"dir": d, "spectral": d / "spectral.vrt", "sar": d / "sar.vrt", "forest": d / "rf.bdgf",
             "model": model, "grid": grid, "feats": feats}
 

@@ -22,21 +22,13 @@ import pytest
 import torch
 
 from test_cli import result, run
+from test_oom import _diffusion_scene
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 # ---------------------------------------------------------------------------------------------
 # In-process: 2 Gloo processes (torch.multiprocessing) against one, with SGD instead of Adam
-
-
-def _scene(h=30, w=34, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w] / 8.0
-    base = np.stack([np.sin(yy), np.cos(xx), np.sin(xx + yy)])
-    spe = (np.einsum("kb,khw->bhw", rng.normal(size=(3, 6)), base) * 100 + 500).astype(np.float32)
-    sar = ((1.5 + base[:2]) * rng.gamma(4.0, 0.25, size=(2, h, w))).astype(np.float32)
-    return spe, sar
 
 
 def _config(**kw):
@@ -56,7 +48,7 @@ def _sgd() -> None:
 def _pretrain(ctx=None, checkpoint=None, cancelled=None, **kw):
     from bdgf_core.diffusion import pretrain_ddpm
 
-    spe, sar = _scene()
+    spe, sar = _diffusion_scene()
     losses = []
     model = pretrain_ddpm(spe, sar, None, _config(**kw), checkpoint=checkpoint, cancelled=cancelled, dist_ctx=ctx,
                           progress=lambda f, m: losses.append(float(m.rsplit(" ", 1)[1])) if "loss" in m else None)
