@@ -30,18 +30,20 @@ from .distributed import SINGLE, DistContext, broadcast_object, run_agreed, spli
 from .errors import BdgfError
 from .groundtruth import ClassInfo
 from .progress import Reporter
-from .raster import RasterSource, RasterWriter, create_raster, smallest_int_type
+from .raster import RasterSource, RasterWriter, create_raster, gdal_cache_cap, smallest_int_type
 
 from osgeo import gdal
 
 MAP_NODATA = 0
 #: Share of the memory budget given to GDAL's block cache during the run (at least 2 MB).
 GDAL_CACHE_SHARE = 1 / 16
-#: What a run holds whatever its blocks, measured here (docs/bench/classify.md): GDAL's datasets
-#: and output writers, the reader thread's allocator arena, first-use allocations. Known to be low:
-#: 21-24 MB were measured before the first block of a forest run (tests/test_classify_scale.py,
-#: xfail); raising it would lift the smallest usable budget from 16 to about 34 MB.
-RUNTIME_RESERVE_MB = 12
+#: What a run holds whatever its blocks, measured (tests/test_classify_scale.py, a forest on a
+#: 1500 x 1500 VRT mosaic): GDAL's datasets with their tile decode buffers (one per reading thread),
+#: the output writers' compression buffers, first-use allocations: 21-24 MB besides the GDAL
+#: cache. With 12 (before) a 32 MB budget peaked at 38 MB and a 48 MB one at 48; with 24, at 33 and 39.
+RUNTIME_RESERVE_MB = 24
+#: The smallest budget accepted: the reserve, GDAL's 2 MB cache and a few rows.
+MIN_BUDGET_MB = 32
 #: Rows of a tile of the output GeoTIFFs (GDAL's default for TILED=YES): each output is written a
 #: whole row of tiles at a time, so its buffer is paid for in the budget.
 OUTPUT_TILE_ROWS = 256
@@ -226,17 +228,6 @@ def read_block(inputs: Inputs, r0: int, r1: int, halo: int) -> tuple[np.ndarray,
     return tuple(_read(inputs, r0, r1, halo).arrays)
 
 
-@contextlib.contextmanager
-def _gdal_cache(max_bytes: int):
-    """Cap GDAL's block cache (default: 5% of the RAM) for the run; restore it after."""
-    before = gdal.GetCacheMax()
-    gdal.SetCacheMax(int(min(before, max_bytes)))
-    try:
-        yield
-    finally:
-        gdal.SetCacheMax(before)
-
-
 def plan_blocks(predictor: Predictor, inputs: Inputs, memory_mb: float, output_bytes: int = 9) -> tuple[int, int]:
     """(rows per block, GDAL cache bytes) of a run within ``memory_mb`` (per process under torchrun).
 
@@ -246,8 +237,8 @@ def plan_blocks(predictor: Predictor, inputs: Inputs, memory_mb: float, output_b
     Sizes the predictor's batch as a side effect (``plan``). The batch's memory is measured in the
     process, so under torchrun rank 0's plan is given to every rank (see :func:`classify`).
     """
-    if memory_mb < 16:
-        raise BdgfError(f"the memory budget must be at least 16 MB, got {memory_mb}")
+    if memory_mb < MIN_BUDGET_MB:
+        raise BdgfError(f"the memory budget must be at least {MIN_BUDGET_MB} MB, got {memory_mb:g}")
     budget = memory_mb * 2**20
     cache = max(2 * 2**20, int(GDAL_CACHE_SHARE * budget))
     work = inputs.diffusion.working_bytes() if inputs.diffusion is not None else 0
@@ -318,7 +309,7 @@ def classify(predictor: Predictor, inputs: Inputs, out_map: str | os.PathLike, c
             parts = Path(broadcast_object(str(made) if made else None, ctx))
         with contextlib.ExitStack() as stack:
             def open_sinks():
-                stack.enter_context(_gdal_cache(cache))
+                stack.enter_context(gdal_cache_cap(cache))
                 if ctx.is_main:
                     w = stack.enter_context(_open_outputs(out_map, grid, dtype, extras))
                     w[0].set_categories([int(c) for c in codes],

@@ -164,8 +164,8 @@ def _stream_features(model_path: str, spectral: str, sar: str, memory_mb: str) -
     """The classification's streaming of diffusion features (read rows with the halo, compute,
     discard) over a scene, without a classifier: rows per block from the same budget rule."""
     from bdgf_core.diffusion import DiffusionModel
-    from bdgf_core.inference import DiffusionFeatures, Inputs, _gdal_cache, _read, rows_per_block
-    from bdgf_core.raster import RasterSource
+    from bdgf_core.inference import DiffusionFeatures, Inputs, _read, rows_per_block
+    from bdgf_core.raster import RasterSource, gdal_cache_cap
 
     spec = RasterSource(spectral)
     a = RasterSource(sar, spec.grid)
@@ -175,7 +175,7 @@ def _stream_features(model_path: str, spectral: str, sar: str, memory_mb: str) -
     cache = max(8 * 2**20, int(budget / 16))
     rows = rows_per_block(inputs, float(memory_mb), 0, 0, cache + dif.working_bytes())
     print(f"rows per block {rows}, DiffusionFeatures.working_bytes {dif.working_bytes() / 2**20:.1f} MB", file=sys.stderr)
-    with _gdal_cache(cache):
+    with gdal_cache_cap(cache):
         for r0 in range(0, spec.height, rows):
             blk = _read(inputs, r0, min(r0 + rows, spec.height), 0)
             dif.rows(*blk.rows, *blk.raw)
@@ -784,8 +784,9 @@ cores, the 2-thread runs were slower than 1 thread (OpenMP threads wait for each
 core is taken away), which is why the 1-thread ratio is the better measure of the code. The
 random forest predicts with numpy on one thread (bdgf_core/baseline.py, not changed here).
 
-Memory: the budget pays for, in this order, a runtime reserve (12 MB, measured: GDAL's datasets
-and writers, the reader thread), GDAL's block cache (capped at 1/16 of the budget, at least 2 MB),
+Memory: the budget pays for, in this order, a runtime reserve (24 MB, measured: GDAL's datasets
+with their tile decode buffers, the writers' compression buffers, the reader thread; 12 MB until
+2026-11-26, when a 32 MB budget peaked at 38 MB), GDAL's block cache (capped at 1/16 of the budget, at least 2 MB),
 the diffusion network's tiles (measured on a small window), the BDGF predictor (weights twice,
 40 MB measured for PyTorch's first forward pass and the model file, and its batch: every layer's
 output counted as if alive at once, about 1.5-2x what a batch really adds), then as many rows per

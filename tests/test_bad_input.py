@@ -446,7 +446,7 @@ ABSURD = [  # (id, command, extra args, exit code, needles)
     ("size-1", "generate-scene", ["--size", "1"], 1, ["scene size must be at least 16 pixels, got 1"]),
     ("bands-negative", "generate-scene", ["--bands", "-2"], 2, ["--bands", "positive whole number, got -2"]),
     ("memory-0", "classify", ["--memory-mb", "0"], 2, ["--memory-mb", "positive whole number, got 0"]),
-    ("memory-1", "classify", ["--memory-mb", "1"], 1, ["memory budget must be at least 16 MB, got 1"]),
+    ("memory-1", "classify", ["--memory-mb", "1"], 1, ["memory budget must be at least 32 MB, got 1"]),
     ("steps-0", "pretrain", ["--steps", "0"], 2, ["--steps", "positive whole number, got 0"]),
     ("timesteps-0", "pretrain", ["--timesteps", "0"], 2, ["timesteps must be positive whole numbers"]),
     ("timesteps-text", "pretrain", ["--timesteps", "5,x"], 2, ["whole numbers separated by commas"]),

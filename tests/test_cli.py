@@ -143,7 +143,7 @@ def test_sigterm_cancels_and_leaves_no_partial_file(chain, tmp_path):
     big = result(ev)
     p = subprocess.Popen([sys.executable, "-m", "bdgf_core", "classify", "--model", str(d / "rf.bdgf"),
                           "--spectral", big["spectral"], "--sar", big["sar"], "--out", str(tmp_path / "m.tif"),
-                          "--memory-mb", "16", "--progress", "json"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+                          "--memory-mb", "32", "--progress", "json"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     for line in p.stdout:  # wait until classification has started writing blocks
         if '"progress"' in line and json.loads(line)["percent"] > 5:
             break

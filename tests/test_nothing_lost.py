@@ -95,7 +95,7 @@ def test_two_classifications_at_once_equal_a_single_run(scene, tmp_path):
         # a small memory budget: many blocks, so the two runs interleave their writes
         return start("classify", "--model", scene["rf"], "--spectral", scene["spectral"], "--sar", scene["sar"],
                      "--out", tmp_path / f"{name}.tif", "--confidence", tmp_path / f"{name} conf.tif",
-                     "--memory-mb", "16")
+                     "--memory-mb", "32")
 
     single = finish(classify("single"))
     a, b = classify("a"), classify("b")  # the same folder, at the same time
@@ -131,7 +131,7 @@ def test_cancel_during_classify_leaves_no_file_and_no_process(big_scene, tmp_pat
     before = {p.name for p in tmp_path.iterdir()}
     p = start("classify", "--model", scene["rf"], "--spectral", scene["spectral"], "--sar", scene["sar"],
               "--out", tmp_path / "map.tif", "--confidence", tmp_path / "conf.tif", "--entropy", tmp_path / "ent.tif",
-              "--memory-mb", "16")
+              "--memory-mb", "32")
     code, rest, seconds = cancel_when(p, 10.0)
     assert code == 130, rest
     assert "cancelled" in rest and seconds < 10

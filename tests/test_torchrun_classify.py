@@ -31,9 +31,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_classify import mosaic_vrt  # noqa: E402
 
-FOREST_BUDGET = 16  # MB per process: blocks of about 60 rows
-BUDGET = 58  # MB per process, BDGF with batches of 16 pixels: blocks of about 40 rows
-DIFFUSION_BUDGET = 72  # with batches of 256 and the diffusion network (fixed part ~69 MB): blocks of a few dozen rows
+FOREST_BUDGET = 32  # MB per process, the smallest: blocks of 171 rows of the 64-wide forest mosaic
+FOREST_HEIGHT = 1024  # 6 blocks, 3 per process
+BUDGET = 70  # MB per process, BDGF with batches of 16 pixels (fixed part ~69 MB): blocks of about 40 rows
+DIFFUSION_BUDGET = 84  # with batches of 256 and the diffusion network (fixed part ~81 MB): blocks of a few dozen rows
 FEATURES = 4
 OUTPUTS = {"conf.tif", "ent.tif", "map.qml", "map.tif", "map.tif.aux.xml"}
 
@@ -49,11 +50,13 @@ def scene(tmp_path_factory):
         "--samples-per-class", "10", "--trees", "5", "--model", d / "rf.bdgf")
     for what in ("spectral", "sar"):
         mosaic_vrt(s[what], 8, 2, d / f"{what}.vrt")  # 64 wide, 256 tall
+        mosaic_vrt(s[what], FOREST_HEIGHT // 32, 2, d / f"{what}_tall.vrt")
     grid = RasterSource(d / "spectral.vrt").grid
     feats = np.random.default_rng(0).normal(size=(FEATURES, grid.height, grid.width)).astype(np.float32)
     model = random_bdgf_file(d / "bdgf.bdgf", RasterSource(d / "spectral.vrt").bands, RasterSource(d / "sar.vrt").bands,
                              FEATURES, spectral_stats=(300.0, 50.0), sar_stats=(1.0, 1.0))
     return {"dir": d, "spectral": d / "spectral.vrt", "sar": d / "sar.vrt", "forest": d / "rf.bdgf",
+            "tall": {"spectral": d / "spectral_tall.vrt", "sar": d / "sar_tall.vrt"},
             "model": model, "grid": grid, "feats": feats}
 
 
@@ -116,17 +119,17 @@ def test_two_processes_write_the_files_of_one(scene, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir()
     two.mkdir()
-    args = classify_args(scene["forest"], scene, one, FOREST_BUDGET)
+    args = classify_args(scene["forest"], scene["tall"], one, FOREST_BUDGET)
     p = subprocess.run([sys.executable, "-m", "bdgf_core", *map(str, args), "--progress", "json"], cwd=ROOT,
                        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    p, events = torchrun(classify_args(scene["forest"], scene, two, FOREST_BUDGET))
+    p, events = torchrun(classify_args(scene["forest"], scene["tall"], two, FOREST_BUDGET))
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     # rank 0 alone reports: one result, no error
     assert [e["event"] for e in events].count("result") == 1
     assert not [e for e in events if e["event"] == "error"]
     assert any("shared by 2 processes" in e.get("message", "") for e in events)
-    _, shares = block_shares(events)
+    _, shares = block_shares(events, FOREST_HEIGHT)
     assert len(shares[0]) >= 2 and len(shares[1]) >= 2, shares  # each rank streams several blocks
     # the same map, categories, style, confidence and entropy; no parts, no partial files
     same_files(one, two)
