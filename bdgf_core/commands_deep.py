@@ -163,10 +163,17 @@ def cmd_pretrain(args, rep) -> dict:
 
 
 def cmd_train(args, rep) -> dict:
+    """Train BDGF; under torchrun each process trains on its slice of every batch (fit_bdgf).
+
+    The set-up (checks, samples, rasters) runs in every process and ends with a collective status
+    check, as in classify and pretrain: a failure anywhere, the device's included, is reported
+    once, by rank 0, and the other processes end quietly. Rank 0 alone tests and writes.
+    """
     from .atomic import check_writable
     from .cli import run_info, write_training_report
-    from .devices import resolve_device
+    from .distributed import PeerFailed, join, run_agreed
     from .metrics import assess
+    from .models import feature_tags_of
     from .modelfile import save_model
     from .network.bdgf import BDGFConfig
     from .normalise import apply
@@ -174,42 +181,46 @@ def cmd_train(args, rep) -> dict:
     from .samples import prepare_training
     from .training import fit_bdgf
 
-    if args.patch_size <= 0 or args.patch_size % 2 == 0:
-        raise BdgfError(f"the patch size must be odd and positive (1, 3, 5, 7, 9...), got {args.patch_size}")
-    check_writable(args.model)
-    if args.report:
-        check_writable(args.report)
-    from .distributed import context, rank_device
+    ctx, this_rank_device = join(args.device, rep)  # a device error is raised in setup(), reported by rank 0
 
-    device = resolve_device(args.device, rep)
-    ctx = context(device)  # torchrun: join the process group (one process: nothing to do)
-    device = rank_device(device, ctx)
+    def setup():
+        dev = this_rank_device()
+        if args.patch_size <= 0 or args.patch_size % 2 == 0:
+            raise BdgfError(f"the patch size must be odd and positive (1, 3, 5, 7, 9...), got {args.patch_size}")
+        if ctx.is_main:  # only rank 0 writes
+            check_writable(args.model)
+            if args.report:
+                check_writable(args.report)
+        try:
+            cfg = BDGFConfig(patch=args.patch_size, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                             use_cnn=not args.no_cnn, use_transformer=not args.no_transformer,
+                             use_mamba=not args.no_mamba, guide_cnn=not args.no_guide_cnn,
+                             guide_transformer=not args.no_guide_transformer, guide_mamba=not args.no_guide_mamba,
+                             mutual=not args.no_mutual)
+        except ValueError as exc:
+            raise BdgfError(f"{exc}; keep at least one branch on") from None
+        data = prepare_training(args.spectral, args.sar, args.groundtruth, args.class_field, args.samples_per_class,
+                                args.split, args.seed, args.validation_share, args.block_size, rep.sub(0, 0.05),
+                                args.layer, args.test_groundtruth, args.test_layer)
+        feats = feature_bands = None
+        feature_tags: dict = {}
+        if cfg.needs_features:
+            if not args.features:
+                raise BdgfError("diffusion guidance is on but no feature raster was given; run 'Pretrain DDPM' and "
+                                "pass its features (--features), or switch the guidance off")
+            fsrc = RasterSource(args.features, what="diffusion feature raster")
+            if not fsrc.grid.same_as(data.spectral.grid):
+                raise BdgfError("the diffusion feature raster is on another grid than the spectral raster; give the "
+                                "features 'Pretrain DDPM' computed on this spectral raster")
+            feats = np.nan_to_num(fsrc.read())
+            feature_bands = fsrc.bands
+            feature_tags = feature_tags_of(args.features)
+        return dev, cfg, data, feats, feature_bands, feature_tags
+
     try:
-        cfg = BDGFConfig(patch=args.patch_size, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                         use_cnn=not args.no_cnn, use_transformer=not args.no_transformer, use_mamba=not args.no_mamba,
-                         guide_cnn=not args.no_guide_cnn, guide_transformer=not args.no_guide_transformer,
-                         guide_mamba=not args.no_guide_mamba, mutual=not args.no_mutual)
-    except ValueError as exc:
-        raise BdgfError(f"{exc}; keep at least one branch on") from None
-    data = prepare_training(args.spectral, args.sar, args.groundtruth, args.class_field, args.samples_per_class,
-                            args.split, args.seed, args.validation_share, args.block_size, rep.sub(0, 0.05), args.layer,
-                            args.test_groundtruth, args.test_layer)
-    from .models import feature_tags_of
-
-    feats = None
-    feature_bands = None
-    feature_tags: dict = {}
-    if cfg.needs_features:
-        if not args.features:
-            raise BdgfError("diffusion guidance is on but no feature raster was given; run 'Pretrain DDPM' and pass "
-                            "its features (--features), or switch the guidance off")
-        fsrc = RasterSource(args.features, what="diffusion feature raster")
-        if not fsrc.grid.same_as(data.spectral.grid):
-            raise BdgfError("the diffusion feature raster is on another grid than the spectral raster; give the "
-                            "features 'Pretrain DDPM' computed on this spectral raster")
-        feats = np.nan_to_num(fsrc.read())
-        feature_bands = fsrc.bands
-        feature_tags = feature_tags_of(args.features)
+        device, cfg, data, feats, feature_bands, feature_tags = run_agreed(setup, ctx)
+    except PeerFailed:  # another process failed and rank 0 reports it
+        return {}
     spectral = np.nan_to_num(apply(data.spectral.read(), *data.spectral_stats))
     sar = np.nan_to_num(apply(data.sar.read(), *data.sar_stats))
     codes = data.codes()

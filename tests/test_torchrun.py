@@ -71,3 +71,21 @@ def test_other_commands_refuse_torchrun(scene, tmp_path):
     assert p.returncode != 0 and "'train-baseline' runs in one process" in p.stdout
     assert "run under torchrun so far" in p.stdout
     assert not (tmp_path / "rf.bdgf").exists()
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--patch-size", "4"], "the patch size must be odd and positive"),
+    (["--device", "cuda"], "no CUDA GPU"),
+])
+def test_a_bad_setting_is_reported_once_by_rank_0(scene, tmp_path, bad, message):
+    """Every process meets the same error in the set-up; rank 0 alone reports it, the others end quietly."""
+    import torch
+
+    if "cuda" in bad and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: --device cuda is not an error here")
+    d, s = scene
+    p = torchrun([*train_args(s, tmp_path / "m.bdgf"), *bad])
+    errors = [json.loads(x)["message"] for x in p.stdout.splitlines() if x.startswith('{"event": "error"')]
+    assert p.returncode != 0
+    assert len(errors) == 1 and message in errors[0], p.stdout[-2000:] + p.stderr[-2000:]
+    assert not list(tmp_path.iterdir())
