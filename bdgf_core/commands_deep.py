@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BdgfError
+from .errors import BdgfError, Cancelled
 
 
 def _timesteps(v: str) -> tuple[int, ...]:
@@ -135,10 +135,11 @@ def cmd_pretrain(args, rep) -> dict:
              f"({model.n_sar} SAR + {spectral_in}, padded); {cost['train_flops_per_pixel'] / 1e6:.2f} MFLOP per training pixel, "
              f"{cost['feature_flops_per_pixel'] / 1e6:.2f} MFLOP per feature pixel ({len(cfg.timesteps)} timesteps); "
              f"pretraining took {pretrain_s:.1f} s")
-    model.save(args.model)
-    ckpt.unlink(missing_ok=True)
     del spectral, sar_a
-    rep.info(f"diffusion model written: {args.model}; computing features ({model.output_channels} channels)")
+    # The model is written after its features, and the checkpoint removed last: a run cancelled
+    # or failing during the extraction leaves neither output, and the same command resumes from
+    # the checkpoint at the last step (no pretraining again) to compute the features.
+    rep.info(f"computing the features ({model.output_channels} channels)")
     feat_rep = rep.sub(0.75, 1.0)
     started = time.perf_counter()
 
@@ -150,10 +151,17 @@ def cmd_pretrain(args, rep) -> dict:
     with create_raster(args.features, spec.grid, model.output_channels, gdal.GDT_Float32, None, names) as w:
         w.ds.SetMetadataItem("BDGF_DIFFUSION_MODEL_ID", str(model.model_id))
         w.ds.SetMetadataItem("BDGF_DIFFUSION_PROFILE", cfg.profile)
-        extract_features(model, read_window, spec.height, spec.width, w.write, tile=cfg.feature_tile, device=device,
-                         progress=feat_rep.callback(), cancelled=rep.cancelled, log=rep.warning)
+        try:
+            extract_features(model, read_window, spec.height, spec.width, w.write, tile=cfg.feature_tile,
+                             device=device, progress=feat_rep.callback(), cancelled=rep.cancelled, log=rep.warning)
+        except Cancelled:
+            raise Cancelled("cancelled by the user while computing the features; no output was written. The "
+                            f"pretrained network is kept in {ckpt.name}: the same command resumes from it and "
+                            "computes the features without pretraining again") from None
+        model.save(args.model)  # inside the features' block: the features are renamed into place after it
+    ckpt.unlink(missing_ok=True)
     features_s = time.perf_counter() - started
-    rep.info(f"features written: {args.features} ({features_s:.1f} s)")
+    rep.info(f"diffusion model written: {args.model}; features written: {args.features} ({features_s:.1f} s)")
     return {"model": str(args.model), "features": str(args.features), "profile": cfg.profile,
             "model_id": str(model.model_id), "feature_channels": int(info.get("channels", model.output_channels)),
             "parameters": int(cost["parameters"]), "train_mflop_per_pixel": round(cost["train_flops_per_pixel"] / 1e6, 3),

@@ -166,3 +166,31 @@ def test_interrupted_training_resumes_to_the_model_of_an_uninterrupted_run(scene
     (a, _), (b, _) = load_model(ref), load_model(run / "m.bdgf")
     weights = [k for k in a if k.startswith("net.")]
     assert weights and all(np.array_equal(a[k], b[k]) for k in weights)
+
+
+def test_cancel_during_feature_extraction_keeps_the_pretraining_for_the_rerun(big_scene, tmp_path):
+    """SIGTERM while `pretrain` computes the features: neither the model nor the features are written
+    (a model without its features was left before), the checkpoint stays, and the same command
+    resumes at the last step and writes the features of an uninterrupted run."""
+    scene = big_scene
+
+    def pretrain(folder: Path) -> subprocess.Popen:
+        return start("pretrain", "--spectral", scene["spectral"], "--sar", scene["sar"], "--profile", "fast",
+                     "--steps", "3", "--device", "cpu", "--model", folder / "d.bdgf", "--features", folder / "f.tif")
+
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    ref.mkdir()
+    run.mkdir()
+    finish(pretrain(ref))
+    p = pretrain(run)
+    code, rest, _ = cancel_when(p, 80.0)  # the features are 75-100 %
+    assert code == 130, rest
+    assert "while computing the features" in rest and ".d.bdgf.checkpoint" in rest
+    assert [f.name for f in run.iterdir()] == [".d.bdgf.checkpoint"]
+    p = pretrain(run)  # the same command again
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, out[-2000:] + err[-2000:]
+    assert "resuming from the checkpoint .d.bdgf.checkpoint" in out
+    assert sorted(f.name for f in run.iterdir()) == ["d.bdgf", "d.bdgf.log", "f.tif"]
+    a, b = (gdal.Open(str(d / "f.tif")).ReadAsArray() for d in (ref, run))
+    np.testing.assert_array_equal(a, b)

@@ -12,6 +12,7 @@ process.
 """
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -86,6 +87,8 @@ def _worker(rank: int, world: int, port: int, out: str, mode: str) -> None:
         except Cancelled:
             res["cancelled"] = True
         dist.barrier()  # rank 0 has written the checkpoint of the cancel
+        if rank == 0:  # kept: the resume below overwrites it with the last step's
+            shutil.copyfile(f"{out}.ckpt", f"{out}.cancel.ckpt")
         res["saves"] = list(saves)
         model, res["losses"] = _pretrain(ctx, checkpoint=f"{out}.ckpt", checkpoint_every=1)
         res["saves_after"] = saves[len(res["saves"]):]
@@ -149,8 +152,10 @@ def test_cancel_on_one_rank_stops_all_and_resume_continues(tmp_path, one_process
     (r0, r1), out = _spawn(tmp_path, "cancel")
     assert r0["cancelled"] and r1["cancelled"]  # rank 1's cancel stopped rank 0 at the same step
     assert r0["saves"] == [0, 0, 0] and r1["saves"] == []  # steps 1, 2 and the cancel: rank 0 writes alone
-    assert r0["saves_after"] == r1["saves_after"] == []  # step 3 is the last: no periodic save
-    assert read_meta(f"{out}.ckpt")["checkpoint"]["step"] == 2
+    # step 3 is the last: rank 0 saves it (a cancel during the features then resumes there)
+    assert r0["saves_after"] == [0] and r1["saves_after"] == []
+    assert read_meta(f"{out}.cancel.ckpt")["checkpoint"]["step"] == 2
+    assert read_meta(f"{out}.ckpt")["checkpoint"]["step"] == 3
     # both ranks resumed from rank 0's checkpoint: the weights of an uninterrupted single process
     assert len(r0["losses"]) == 1
     assert _max_diff(ref, r0["state"]) < 1e-6 and _max_diff(r0["state"], r1["state"]) < 1e-6
@@ -158,7 +163,7 @@ def test_cancel_on_one_rank_stops_all_and_resume_continues(tmp_path, one_process
     adam = torch.optim.Adam
     _sgd()
     try:
-        model, losses = _pretrain(checkpoint=f"{out}.ckpt", checkpoint_every=1)
+        model, losses = _pretrain(checkpoint=f"{out}.cancel.ckpt", checkpoint_every=1)
     finally:
         torch.optim.Adam = adam
     assert len(losses) == 1 and _max_diff(ref, _state(model)) < 1e-6

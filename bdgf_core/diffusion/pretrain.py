@@ -552,9 +552,9 @@ def pretrain_ddpm(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray | Non
     pixels with data (None: all finite pixels). ``checkpoint``: a file written every
     ``config.checkpoint_every`` steps and when cancelled; if it exists the run resumes from it.
     Ends by fitting the feature projection (when ``config.feature_channels`` > 0). The
-    checkpoint is left in place (resuming from it at step == steps just refits the projection);
-    the caller deletes it once the model is saved. Mixed precision (bf16, else fp16 with loss
-    scaling) only on CUDA; the GradScaler state is not checkpointed (CPU runs are the exact ones).
+    checkpoint is also written after the last step and left in place (resuming from it at
+    step == steps just refits the projection); the caller deletes it once its outputs are written.
+    Mixed precision (bf16, else fp16 with loss scaling) only on CUDA; the GradScaler state is not checkpointed (CPU runs are the exact ones).
 
     ``dist_ctx`` (torchrun, from :func:`bdgf_core.distributed.context`): data-parallel training of
     the same global batch (see the module docstring). Rank 0 alone reads and writes the
@@ -653,6 +653,9 @@ def pretrain_ddpm(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray | Non
         if stop:
             if checkpoint and ctx.is_main:
                 _save_checkpoint(checkpoint, model, opt, gen, step)
+            if checkpoint:
+                raise Cancelled(f"cancelled by the user at step {step} of {config.steps}; no output was written. "
+                                f"The run is kept in {Path(checkpoint).name}: the same command resumes from it")
             raise Cancelled()
         # Every rank draws the whole global batch and all its random numbers, then keeps its slice.
         pick = torch.randint(len(positions), (config.batch,), generator=gen, device=device).cpu()
@@ -687,8 +690,10 @@ def pretrain_ddpm(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray | Non
             torch.distributed.all_reduce(loss)
         if progress is not None:
             progress(step / max(config.steps, 1), f"diffusion step {step}/{config.steps} loss {loss.item():.4f}")
-        if (checkpoint and ctx.is_main and config.checkpoint_every > 0 and step % config.checkpoint_every == 0
-                and step < config.steps):
+        # and after the last step: what follows (the projection, the features) can be cancelled too,
+        # and the rerun then resumes here instead of pretraining again
+        if checkpoint and ctx.is_main and (step == config.steps or (config.checkpoint_every > 0
+                                                                     and step % config.checkpoint_every == 0)):
             _save_checkpoint(checkpoint, model, opt, gen, step)
 
     net.to(memory_format=torch.contiguous_format)
@@ -709,6 +714,13 @@ def pretrain_ddpm(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray | Non
         def read_window(r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
             return spectral[:, r0:r1, c0:c1], sar[:, r0:r1, c0:c1]
 
-        fit_projection(model, read_window, H, W, valid=valid[:H, :W], device=device,
-                       progress=progress, cancelled=cancelled)
+        try:
+            fit_projection(model, read_window, H, W, valid=valid[:H, :W], device=device,
+                           progress=progress, cancelled=cancelled)
+        except Cancelled:
+            if not checkpoint:
+                raise
+            raise Cancelled("cancelled by the user while fitting the feature projection; no output was written. "
+                            f"The pretrained network is kept in {Path(checkpoint).name}: the same command resumes "
+                            "from it without pretraining again") from None
     return model
