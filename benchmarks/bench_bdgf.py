@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
+
+from bench_common import cli, cpu_model  # noqa: E402
 
 NO_GUIDE = ["--no-guide-cnn", "--no-guide-transformer", "--no-guide-mamba"]
 SCENE_CONFIGS = {  # name -> (extra train args, which features)
@@ -42,15 +43,6 @@ SCENE_CONFIGS = {  # name -> (extra train args, which features)
     "mask off (Concatenate Diff features)": ([], "plain"),
     "diffusion guidance off": (NO_GUIDE, None),
 }
-
-
-def cli(*args: object) -> dict:
-    cmd = [sys.executable, "-m", "bdgf_core", *map(str, args), "--progress", "json"]
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    events = [json.loads(x) for x in p.stdout.splitlines() if x.startswith("{")]
-    if p.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
-    return next(e["outputs"] for e in events if e["event"] == "result")
 
 
 def summary(rows: list[dict]) -> str:
@@ -303,7 +295,7 @@ def main() -> None:
 def write(args, t0: float, sections: list[str]) -> None:
     import torch
 
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    cpu = cpu_model()
     head = ("# BDGF accuracy benchmark (issue 4)\n\n"
             f"Command: `python benchmarks/bench_bdgf.py --epochs {args.epochs} --seeds {' '.join(map(str, args.seeds))} "
             f"--part {' '.join(args.part)}"

@@ -39,6 +39,8 @@ from torch import Tensor
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_common import cpu_model  # noqa: E402
+
 from bdgf_core.network import mamba as mamba_module  # noqa: E402
 from bdgf_core.network.bdgf import BDGFConfig, BDGFNet  # noqa: E402
 from bdgf_core.network.mamba import ChannelAttention, MambaBlock  # noqa: E402
@@ -280,16 +282,6 @@ def measure(cases: dict[str, Callable[[], None]], threads: int, warmup: int,
 
 
 # --- report -----------------------------------------------------------------------------------
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
 
 def ratios(m: dict[str, float]) -> str:
     mamba, cnn, trans = m["Mamba branch only"], m["CNN branch only"], m["transformer branch only"]

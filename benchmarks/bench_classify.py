@@ -40,6 +40,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_common import cli, cpu_model  # noqa: E402
+
 MARK = "BENCH-RESULT "
 
 
@@ -93,15 +95,6 @@ def window_vrt(src: str | os.PathLike, col: int, row: int, width: int, height: i
 
 # ---------------------------------------------------------------------------------------------
 # Runs
-
-def cli(*args: object) -> dict:
-    cmd = [sys.executable, "-m", "bdgf_core", *map(str, args), "--progress", "json"]
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    events = [json.loads(x) for x in p.stdout.splitlines() if x.startswith("{")]
-    if p.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
-    return next(e["outputs"] for e in events if e["event"] == "result")
-
 
 def child(argv: list[str]) -> None:
     """Run the CLI in this process after importing everything; print memory and time as JSON."""
@@ -551,12 +544,7 @@ def scale_section(part: dict, what: str) -> list[str]:
 def report(res: dict, args, path: Path) -> None:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(x.split(":", 1)[1].strip() for x in Path("/proc/cpuinfo").read_text().splitlines()
-                   if x.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     legacy = res.get("commands", {})  # parts written before each part recorded its own command
     cmds = [res[p.replace("-", "_")].get("command") or legacy.get(p) for p in PARTS if p.replace("-", "_") in res]
     L = ["# Classification at scale (issue 5)", "",

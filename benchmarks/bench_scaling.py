@@ -112,7 +112,8 @@ def classify(work: Path, scene: dict, model: str, name: str, processes: int, thr
 
 
 def setup(work: Path, size: int, tiles: int) -> dict:
-    from bench_classify import cli, mosaic_vrt
+    from bench_classify import mosaic_vrt
+    from bench_common import cli
 
     s = cli("generate-scene", "--out-dir", work / "scene", "--size", size, "--bands", 30, "--seed", 1)
     for what in ("spectral", "sar"):

@@ -38,6 +38,8 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench_common import cpu_model  # noqa: E402
 SHARED = Path(os.environ.get("BDGF_SHARED", ROOT.parent / "shared"))
 HOUSTON = SHARED / "data" / "houston2013"
 OUT = ROOT / "docs" / "bench" / "splits.md"
@@ -140,17 +142,9 @@ def synthetic(seeds, samples, trees, workdir: Path) -> dict:
 
 
 def machine() -> str:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import sklearn
 
-    return (f"{cpu or 'unknown CPU'}, {os.cpu_count()} logical cores (1 thread used); {platform.system()} "
+    return (f"{cpu_model()}, {os.cpu_count()} logical cores (1 thread used); {platform.system()} "
             f"{platform.release()}; Python {platform.python_version()}, numpy {np.__version__}, "
             f"scikit-learn {sklearn.__version__}")
 

@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,17 +32,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_common import cli  # noqa: E402
+
 PROBE_SAMPLES = 200  # training pixels per class for the probe (from the training polygons)
-
-
-def cli(*args: object, env: dict | None = None) -> dict:
-    """Run ``python -m bdgf_core ...`` and return its result outputs."""
-    cmd = [sys.executable, "-m", "bdgf_core", *map(str, args), "--progress", "json"]
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
-    events = [json.loads(x) for x in p.stdout.splitlines() if x.startswith("{")]
-    if p.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
-    return next(e["outputs"] for e in events if e["event"] == "result")
 
 
 def scene(work: Path, variant: str = "standard", size: int = 200, bands: int = 60):
