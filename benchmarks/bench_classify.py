@@ -2,6 +2,7 @@
 
     python benchmarks/bench_classify.py [--work DIR] [--repeats 3] [--scale-repeats 1]
         [--parts throughput,memory,scaling-rf,scaling-bdgf,diffusion,diffusion-scaling] [--quick]
+    python benchmarks/bench_classify.py --parts throughput-gpu     # on a CUDA machine (not in the default parts)
 
 Scenes: ``generate-scene`` (200 x 200, 60 spectral + 2 SAR bands, and an 8 + 2-band one for the BDGF
 and diffusion scaling runs); the large scenes are GDAL VRT mosaics that repeat its rasters (two levels
@@ -240,7 +241,7 @@ def setup(work: Path, parts: list[str]) -> dict:
     spec, sar, gt = s / "spectral.tif", s / "sar.tif", s / "groundtruth.gpkg"
     f.update(spectral=spec, sar=sar)
     common = ["--spectral", spec, "--sar", sar, "--groundtruth", gt, "--samples-per-class", 20]
-    paper = {"throughput", "memory", "diffusion"} & set(parts)
+    paper = {"throughput", "throughput-gpu", "memory", "diffusion"} & set(parts)
     if paper and not f["ddpm"].exists():
         cli("pretrain", "--spectral", spec, "--sar", sar, "--profile", "fast", "--steps", 2, "--model", f["ddpm"],
             "--features", f["feat"])
@@ -394,6 +395,74 @@ def throughput(f: dict, repeats: int) -> dict:
                                    "--confidence", f["work"] / "c_bdgf_200.tif", "--entropy", f["work"] / "e_bdgf_200.tif")
     out["cli_rf_200"] = measured("classify", "--model", f["rf"], "--spectral", f["spectral"], "--sar", f["sar"],
                                  "--out", f["work"] / "m_rf_200.tif", "--confidence", f["work"] / "c_rf_200.tif")
+    return out
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def bf16_matmul_flops(repeats: int, n: int = 8192, device: str = "cuda") -> dict:
+    """bf16 matrix-multiply rate on the GPU (FLOP/s), the reference of the GPU ratio."""
+    import torch
+
+    a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
+    a @ b
+    _sync(device)
+    rates = []
+    for _ in range(max(3, repeats)):
+        t = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        _sync(device)
+        rates.append(10 * 2 * n ** 3 / (time.perf_counter() - t))
+    return stats(rates)
+
+
+def throughput_gpu(f: dict, repeats: int, device: str = "cuda", matmul_n: int = 8192,
+                   batches: tuple[int, ...] = (1024, 4096)) -> dict:
+    """Section 1 on a CUDA GPU: BDGF's pixels per second under bf16 autocast (as Classify runs on a
+    GPU), and (FLOPs/pixel x pixels/s) / the bf16 matmul rate of the same GPU (issue 5: >= 0.2).
+    ``device`` "cpu" (with small sizes) only checks the code on a machine without a GPU."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    from bdgf_core.models import load_predictor
+    from bdgf_core.network.selective_scan import fused_scan_fn
+    from bdgf_core.normalise import apply
+    from bdgf_core.patchconv import patches
+    from bdgf_core.patches import pad_reflect
+    from bdgf_core.raster import RasterSource
+    from bdgf_core.training import predict_block
+
+    out: dict = {"gpu": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__,
+                 "mamba_ssm_kernels": fused_scan_fn() is not None}
+    out["matmul_bf16"] = bf16_matmul_flops(repeats, matmul_n, device)
+    out["matmul_n"] = matmul_n
+    pred, _ = load_predictor(f["bdgf"], device=device)
+    net, p = pred.net, pred.patch
+    raw = [pad_reflect(RasterSource(x).read(), p) for x in (f["spectral"], f["sar"], f["feat"])]
+    s = np.nan_to_num(apply(raw[0], pred.stats["spectral_mean"], pred.stats["spectral_std"]))
+    a = np.nan_to_num(apply(raw[1], pred.stats["sar_mean"], pred.stats["sar_std"]))
+    fe = np.nan_to_num(raw[2])
+    n = s.shape[1] - p + 1
+    batch = [patches(torch.from_numpy(x[:, :16 + p - 1, :16 + p - 1].copy()).to(device), p) for x in (s, a, fe)]
+    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+        net(*batch)
+    out["bdgf_flops_per_pixel"] = fc.get_total_flops() / batch[0].shape[0]
+    rates: dict[int, list] = {}
+    for size in batches:
+        predict_block(net, s, a, fe, p, size)  # warm-up (cuDNN algorithm choice)
+        rates[size] = []
+        for _ in range(repeats):
+            _sync(device)
+            t = time.perf_counter()
+            predict_block(net, s, a, fe, p, size)  # returns host numpy: synchronised
+            rates[size].append(n * n / (time.perf_counter() - t))
+    out["bdgf_px_per_s"] = {str(k): stats(v) for k, v in rates.items()}
+    out["pixels"] = n * n
     return out
 
 
@@ -588,6 +657,20 @@ def report(res: dict, args, path: Path) -> None:
               f"({40000 / t['cli_bdgf_200']['seconds']:.0f} pixels/s, model load and memory probe included), peak "
               f"{t['cli_bdgf_200']['peak_mb']:.0f} MB; random forest {t['cli_rf_200']['seconds']:.1f} s, peak "
               f"{t['cli_rf_200']['peak_mb']:.0f} MB.", ""]
+    g = res.get("throughput_gpu")
+    if g:
+        mm = g["matmul_bf16"]["median"]
+        fl = g["bdgf_flops_per_pixel"]
+        L += ["## 1b. Throughput on a CUDA GPU (bf16 autocast)", "",
+              f"`{g['command']}` on {g['gpu']}, torch {g['torch']}, mamba-ssm kernels "
+              f"{'used' if g['mamba_ssm_kernels'] else 'not installed (pure-PyTorch scan)'}; the same model, the whole "
+              f"200 x 200 scene ({g['pixels']} pixels) per repeat. bf16 matmul ({g['matmul_n']}^2): "
+              f"{fmt({k: v / 1e12 for k, v in g['matmul_bf16'].items() if k != 'n'} | {'n': 0}, 1)} TFLOP/s.", "",
+              "| batch (pixels) | pixels/s | ratio (FLOPs/pixel x pixels/s) / bf16 matmul (target >= 0.2) |",
+              "|---|---|---|"]
+        for k, v in g["bdgf_px_per_s"].items():
+            L.append(f"| {k} | {fmt(v)} | {fl * v['median'] / mm:.3f} |")
+        L.append("")
     m = res.get("memory")
     if m:
         r, b = m["rf5_10000"], m["bdgf_strip"]
@@ -789,6 +872,8 @@ would remove that, and is left to the owner of bdgf_core/raster.py.
 
 
 PARTS = ("throughput", "memory", "scaling-rf", "scaling-bdgf", "diffusion", "diffusion-scaling")
+#: Parts run only when asked for (--parts): they need a CUDA GPU.
+GPU_PARTS = ("throughput-gpu",)
 
 
 def main() -> None:
@@ -829,11 +914,16 @@ def main() -> None:
             args.parts = "scaling-rf,scaling-bdgf,diffusion-scaling"
     parts = [x for x in args.parts.split(",") if x]
     parts = [y for x in parts for y in (["scaling-rf", "scaling-bdgf"] if x == "scaling" else [x])]
+    if "throughput-gpu" in parts:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit("the part throughput-gpu needs a CUDA GPU; this machine has none")
     t0 = time.perf_counter()
     f = setup(work, parts)
     f["work"] = work
     print(f"setup {time.perf_counter() - t0:.0f} s", flush=True)
-    unknown = set(parts) - set(PARTS)
+    unknown = set(parts) - set(PARTS) - set(GPU_PARTS)
     if unknown:
         raise SystemExit(f"unknown parts {sorted(unknown)}; parts: {', '.join(PARTS)} (scaling = scaling-rf,scaling-bdgf)")
     for part in parts:
@@ -841,6 +931,8 @@ def main() -> None:
         key = part.replace("-", "_")
         if part == "throughput":
             res[key] = throughput(f, args.repeats)
+        elif part == "throughput-gpu":
+            res[key] = throughput_gpu(f, args.repeats)
         elif part == "memory":
             res[key] = memory(f, args.strip_rows)
         elif part == "scaling-rf":
