@@ -228,6 +228,19 @@ def read_block(inputs: Inputs, r0: int, r1: int, halo: int) -> tuple[np.ndarray,
     return tuple(_read(inputs, r0, r1, halo).arrays)
 
 
+def _fixed_part(predictor: Predictor, inputs: Inputs, memory_mb: float, output_bytes: int) -> tuple[int, int]:
+    """(bytes a run holds whatever its blocks, GDAL cache bytes) within ``memory_mb``; plans the batch."""
+    budget = memory_mb * 2**20
+    cache = max(2 * 2**20, int(GDAL_CACHE_SHARE * budget))
+    work = inputs.diffusion.working_bytes() if inputs.diffusion is not None else 0
+    tiles = min(OUTPUT_TILE_ROWS, inputs.spectral.height) * inputs.spectral.width * output_bytes
+    fixed = RUNTIME_RESERVE_MB * 2**20 + cache + work + tiles
+    plan = getattr(predictor, "plan", None)
+    if plan is not None:  # the predictor's share: what the rest leaves (its batch takes half of that)
+        fixed += plan(budget - fixed)
+    return int(fixed), cache
+
+
 def plan_blocks(predictor: Predictor, inputs: Inputs, memory_mb: float, output_bytes: int = 9) -> tuple[int, int]:
     """(rows per block, GDAL cache bytes) of a run within ``memory_mb`` (per process under torchrun).
 
@@ -239,19 +252,21 @@ def plan_blocks(predictor: Predictor, inputs: Inputs, memory_mb: float, output_b
     """
     if memory_mb < MIN_BUDGET_MB:
         raise BdgfError(f"the memory budget must be at least {MIN_BUDGET_MB} MB, got {memory_mb:g}")
-    budget = memory_mb * 2**20
-    cache = max(2 * 2**20, int(GDAL_CACHE_SHARE * budget))
-    work = inputs.diffusion.working_bytes() if inputs.diffusion is not None else 0
-    plan = getattr(predictor, "plan", None)
-    if plan is not None:
-        work += plan(budget - cache - work)
-    tiles = min(OUTPUT_TILE_ROWS, inputs.spectral.height) * inputs.spectral.width * output_bytes
-    fixed = RUNTIME_RESERVE_MB * 2**20 + cache + work + tiles
-    if fixed > budget:
-        need = int(fixed / 2**20) + 8
+    fixed, cache = _fixed_part(predictor, inputs, memory_mb, output_bytes)
+    if fixed > memory_mb * 2**20:
+        # the smallest budget that fits, with 8 MB for rows: budget - fixed grows with the budget
+        # (the batch takes half of what is free, the cache 1/16), so bisect on it
+        lo, hi = int(memory_mb), int(memory_mb) * 2 + 64
+        while _fixed_part(predictor, inputs, hi, output_bytes)[0] + 8 * 2**20 > hi * 2**20:
+            lo, hi = hi, hi * 2
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if _fixed_part(predictor, inputs, mid, output_bytes)[0] + 8 * 2**20 <= mid * 2**20 \
+                else (mid, hi)
+        _fixed_part(predictor, inputs, memory_mb, output_bytes)  # the predictor's batch back to this budget's
         raise BdgfError(f"a memory budget of {memory_mb:.0f} MB is too small for this model: the run's fixed part "
                         f"(model, batch, diffusion network, caches, output tiles) alone needs {fixed / 2**20:.0f} MB; "
-                        f"give at least {need} MB")
+                        f"give at least {hi} MB")
     block_rows = rows_per_block(inputs, memory_mb, predictor.halo, bytes_per_pixel_extra=16 * len(predictor.codes),
                                 fixed_bytes=fixed)
     return block_rows, cache

@@ -33,7 +33,7 @@ from bench_classify import mosaic_vrt  # noqa: E402
 
 FOREST_BUDGET = 32  # MB per process, the smallest: blocks of 171 rows of the 64-wide forest mosaic
 FOREST_HEIGHT = 1024  # 6 blocks, 3 per process
-BUDGET = 70  # MB per process, BDGF with batches of 16 pixels (fixed part ~69 MB): blocks of about 40 rows
+BUDGET = 72  # MB per process, BDGF with batches of 16 pixels (fixed part ~69 MB): blocks of 66 rows, 4 blocks
 DIFFUSION_BUDGET = 84  # with batches of 256 and the diffusion network (fixed part ~81 MB): blocks of a few dozen rows
 FEATURES = 4
 OUTPUTS = {"conf.tif", "ent.tif", "map.qml", "map.tif", "map.tif.aux.xml"}
