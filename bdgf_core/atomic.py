@@ -20,6 +20,12 @@ def partial_path(dest: str | os.PathLike) -> Path:
     return dest.with_name(f".{dest.stem}{PARTIAL_TAG}{os.getpid()}{dest.suffix}")
 
 
+def checkpoint_path(model: str | os.PathLike) -> Path:
+    """The hidden checkpoint a long run keeps beside its model until the model is written."""
+    model = Path(model)
+    return model.with_name(f".{model.name}.checkpoint")
+
+
 def check_writable(dest: str | os.PathLike) -> Path:
     """Fail early, before heavy work, when ``dest`` cannot be written."""
     dest = Path(dest)

@@ -63,17 +63,27 @@ def read_scene(spec, sar, rep) -> tuple[np.ndarray, np.ndarray]:
     return spec.read(), sar.read()
 
 
+def _resumable(exc: Cancelled, ckpt: Path, kept: str, then: str = "") -> Cancelled:
+    """The cancel's message, with how to resume when a checkpoint is there to resume from.
+
+    ``kept``: what the checkpoint holds, as the start of a sentence ("The finished epochs are")."""
+    if not ckpt.exists():
+        return exc
+    return Cancelled(f"cancelled by the user; no output was written. {kept} kept in {ckpt.name}: the same "
+                     f"command resumes from there{then}")
+
+
 def cmd_pretrain(args, rep) -> dict:
     """Pretrain the diffusion model, write it and its feature raster.
 
     Under torchrun every process trains on its slice of each global batch (pretrain_ddpm); rank 0
-    alone then writes the model, computes and writes the features (the other processes have
+    alone then computes and writes the features, then the model (the other processes have
     nothing left to do and end, exit status 0: torchrun waits for rank 0, and no collective call
     follows the training, so no process-group timeout can hit a long extraction). The set-up
     (checks, reading the scene) and the resume from the checkpoint end with a collective status
     check: a failure in any process is reported once, by rank 0, and the others end quietly.
     """
-    from .atomic import check_writable
+    from .atomic import check_writable, checkpoint_path
     from .cli import run_info
     from .diffusion import DiffusionConfig, extract_features, pretrain_ddpm
     from .distributed import PeerFailed, check_batch, join, run_agreed
@@ -108,7 +118,7 @@ def cmd_pretrain(args, rep) -> dict:
         return {}
     # The checkpoint lives beside the model until the model is written: a rerun resumes from it.
     # Under torchrun rank 0 reads it and hands its state to the other processes.
-    ckpt = Path(args.model).with_name(f".{Path(args.model).name}.checkpoint")
+    ckpt = checkpoint_path(args.model)
     if ctx.is_main and ckpt.exists():
         rep.info(f"resuming from the checkpoint {ckpt.name}")
     procs = f", {ctx.world} processes (up to {-(-cfg.batch // ctx.world)} tiles each per step)" if ctx.enabled else ""
@@ -122,6 +132,8 @@ def cmd_pretrain(args, rep) -> dict:
                               cancelled=rep.cancelled, checkpoint=str(ckpt), dist_ctx=ctx, log=rep.warning)
     except PeerFailed:  # rank 0 could not resume from the checkpoint, and reports it
         return {}
+    except Cancelled as exc:
+        raise _resumable(exc, ckpt, "The run so far is") from None
     if not ctx.is_main:  # rank 0 writes the model and computes the features alone
         return {}
     pretrain_s = time.perf_counter() - started
@@ -154,11 +166,13 @@ def cmd_pretrain(args, rep) -> dict:
         try:
             extract_features(model, read_window, spec.height, spec.width, w.write, tile=cfg.feature_tile,
                              device=device, progress=feat_rep.callback(), cancelled=rep.cancelled, log=rep.warning)
-        except Cancelled:
-            raise Cancelled("cancelled by the user while computing the features; no output was written. The "
-                            f"pretrained network is kept in {ckpt.name}: the same command resumes from it and "
-                            "computes the features without pretraining again") from None
-        model.save(args.model)  # inside the features' block: the features are renamed into place after it
+            # GDAL's flush of the features before the model is written (a cancel during the flush
+            # leaves neither): only the features' rename follows the model's
+            w.close()
+        except Cancelled as exc:
+            raise _resumable(exc, ckpt, "The pretrained network is", " and computes the features without pretraining "
+                             "again") from None
+        model.save(args.model)
     ckpt.unlink(missing_ok=True)
     features_s = time.perf_counter() - started
     rep.info(f"diffusion model written: {args.model}; features written: {args.features} ({features_s:.1f} s)")
@@ -177,7 +191,7 @@ def cmd_train(args, rep) -> dict:
     check, as in classify and pretrain: a failure anywhere, the device's included, is reported
     once, by rank 0, and the other processes end quietly. Rank 0 alone tests and writes.
     """
-    from .atomic import check_writable
+    from .atomic import check_writable, checkpoint_path
     from .cli import run_info, write_training_report
     from .distributed import PeerFailed, join, run_agreed
     from .metrics import assess
@@ -245,12 +259,15 @@ def cmd_train(args, rep) -> dict:
              f"for {cfg.epochs} epochs on {data.split.train.size} pixels, device {device}")
     # An epoch checkpoint beside the model until the model is written: rerunning the same command
     # after an interruption resumes from the last finished epoch.
-    ckpt = Path(args.model).with_name(f".{Path(args.model).name}.checkpoint")
+    ckpt = checkpoint_path(args.model)
     if ctx.is_main and ckpt.exists():
         rep.info(f"resuming from the checkpoint {ckpt.name}")
-    net, history = fit_bdgf(spectral, sar, feats, pixels(data.split.train), val, len(codes), cfg, device,
-                            progress=rep.sub(0.05, 0.9).callback(), cancelled=rep.cancelled, dist_ctx=ctx,
-                            log=rep.warning, checkpoint=str(ckpt))
+    try:
+        net, history = fit_bdgf(spectral, sar, feats, pixels(data.split.train), val, len(codes), cfg, device,
+                                progress=rep.sub(0.05, 0.9).callback(), cancelled=rep.cancelled, dist_ctx=ctx,
+                                log=rep.warning, checkpoint=str(ckpt))
+    except Cancelled as exc:
+        raise _resumable(exc, ckpt, "The finished epochs are") from None
     if not ctx.is_main:  # only rank 0 tests and writes
         return {}
     result = {"split": data.split.summary, "history": history}

@@ -53,8 +53,8 @@ def load(path: str, digest: str) -> dict:
     meta = read_meta(path)
     ck = meta.get("checkpoint")
     if ck is None or ck.get("fingerprint") != digest:
-        raise BdgfError(f"the checkpoint {Path(path).name} belongs to another training run (other data or "
-                        "settings); delete it to start afresh")
+        raise BdgfError(f"the checkpoint {Path(path).resolve()} belongs to another training run (other data or "
+                        "settings); delete it to start afresh, or rerun with that run's settings")
     tensors, _ = load_model(path, "bdgf")
     t = {k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}
     best = {k[5:]: v for k, v in t.items() if k.startswith("best.")}

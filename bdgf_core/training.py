@@ -228,10 +228,6 @@ def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarra
             if ctx.enabled:  # one process cancelled: all stop at the same step
                 stop = not all_ranks_agree(not stop, ctx)
             if stop:
-                if checkpoint and epoch > 0:
-                    raise Cancelled(f"cancelled by the user in epoch {epoch + 1} of {cfg.epochs}; no output was "
-                                    f"written. The finished epochs are kept in {Path(checkpoint).name}: the same "
-                                    "command resumes from them")
                 raise Cancelled()
             batch = order[s:starts[i + 1] if i + 1 < len(starts) else n]
             idx = rank_slice(batch, ctx)

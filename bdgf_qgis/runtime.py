@@ -276,8 +276,8 @@ def run_process(argv: Sequence[str], feedback: Optional[QgsProcessingFeedback], 
                 continue
             if line is None:
                 open_streams -= 1
-            elif not cancelled:
-                run.handle(kind, line)
+            elif not cancelled or line.startswith('{"event": "error"'):
+                run.handle(kind, line)  # after a cancel: only the child's last word (how to resume)
         while proc.poll() is None:
             if not cancelled and feedback.isCanceled():
                 cancelled = True
@@ -295,8 +295,12 @@ def run_process(argv: Sequence[str], feedback: Optional[QgsProcessingFeedback], 
     code = proc.returncode
     if cancelled or (code == CANCELLED_EXIT and run.error is None):
         remove_partials(outputs, feedback)
+        # the runtime's own account may say how to resume (a checkpoint was kept)
+        rest = (run.error or "").partition("no output was written.")[2].strip()
+        if rest:
+            rest = " " + rest.replace("the same command", "running it again with the same settings")
         raise QgsProcessingException(f"Cancelled: {label} was stopped before it finished; "
-                                     "no output was written.")
+                                     f"no output was written.{rest}")
     if code != 0:
         remove_partials(outputs, feedback)
         if run.error:

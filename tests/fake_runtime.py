@@ -5,10 +5,11 @@ Usage: python fake_runtime.py MODE [ARG ...]
     ok [STEPS]                  progress events 0..100, info, warning, a plain stdout line,
                                 a stderr line, then a result event; exit 0
     error MESSAGE               an error event; exit 1
-    sleep PARTIAL_DEST [--ignore-term]
+    sleep PARTIAL_DEST [--ignore-term | --resume-hint]
                                 writes the partial file of PARTIAL_DEST (as bdgf_core.atomic
                                 names it), reports progress, then sleeps forever; SIGTERM exits
-                                130 (or is ignored with --ignore-term)
+                                130 (or is ignored with --ignore-term; with --resume-hint it
+                                first reports the runtime's cancel message naming a checkpoint)
     crash                       a few stderr lines, then kills itself with SIGKILL
     exit CODE                   stderr lines, then exits with CODE and no error event
     noresult                    progress only; exit 0 without a result event
@@ -92,8 +93,15 @@ def main(argv):
         dest = Path(argv[1])
         partial = dest.with_name(f".{dest.stem}.bdgf-partial{os.getpid()}{dest.suffix}")
         partial.write_bytes(b"partial")
+        def resume_hint(*_):
+            emit(event="error", message="cancelled by the user; no output was written. The finished epochs are "
+                                        "kept in .m.bdgf.checkpoint: the same command resumes from there")
+            sys.exit(130)
+
         if "--ignore-term" in argv:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        elif "--resume-hint" in argv:
+            signal.signal(signal.SIGTERM, resume_hint)
         else:
             signal.signal(signal.SIGTERM, lambda *a: sys.exit(130))
         emit(event="progress", percent=5.0)

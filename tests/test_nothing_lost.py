@@ -155,6 +155,7 @@ def test_interrupted_training_resumes_to_the_model_of_an_uninterrupted_run(scene
     p = train(run / "m.bdgf")
     code, rest, _ = cancel_when(p, 30.0)  # a third of the epochs done
     assert code == 130, rest
+    assert "The finished epochs are kept in .m.bdgf.checkpoint: the same command resumes from there" in rest
     assert [f.name for f in run.iterdir()] == [".m.bdgf.checkpoint"]
     p = train(run / "m.bdgf")  # the same command again
     out, err = p.communicate(timeout=300)
@@ -185,7 +186,8 @@ def test_cancel_during_feature_extraction_keeps_the_pretraining_for_the_rerun(bi
     p = pretrain(run)
     code, rest, _ = cancel_when(p, 80.0)  # the features are 75-100 %
     assert code == 130, rest
-    assert "while computing the features" in rest and ".d.bdgf.checkpoint" in rest
+    assert "the same command resumes from there and computes the features without pretraining again" in rest
+    assert ".d.bdgf.checkpoint" in rest
     assert [f.name for f in run.iterdir()] == [".d.bdgf.checkpoint"]
     p = pretrain(run)  # the same command again
     out, err = p.communicate(timeout=300)
@@ -194,3 +196,39 @@ def test_cancel_during_feature_extraction_keeps_the_pretraining_for_the_rerun(bi
     assert sorted(f.name for f in run.iterdir()) == ["d.bdgf", "d.bdgf.log", "f.tif"]
     a, b = (gdal.Open(str(d / "f.tif")).ReadAsArray() for d in (ref, run))
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_cancel_while_the_features_are_flushed_leaves_neither_output(tmp_path, monkeypatch, capsys):
+    """The features' last write (GDAL's flush at close) comes before the model file: a cancel there
+    leaves neither output, only the checkpoint, and says how to resume."""
+    from bdgf_core import cli
+    from bdgf_core.errors import Cancelled
+    from bdgf_core.raster import RasterWriter
+    from bdgf_core.scene import generate_scene
+
+    s = generate_scene(tmp_path / "scene", size=32, bands=6, seed=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    close = RasterWriter.close
+    hit = []
+
+    def cancelled_close(self):
+        if self.ds is not None and not hit:
+            hit.append(1)
+            raise Cancelled()
+        close(self)
+
+    monkeypatch.setattr(RasterWriter, "close", cancelled_close)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = cli.main(["pretrain", "--spectral", str(s.spectral), "--sar", str(s.sar), "--profile", "fast",
+                         "--steps", "2", "--device", "cpu", "--model", str(out / "d.bdgf"),
+                         "--features", str(out / "f.tif"), "--progress", "json"])
+    finally:
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
+    assert hit and code == 130
+    message = [json.loads(x)["message"] for x in capsys.readouterr().out.splitlines()
+               if x.startswith('{"event": "error"')]
+    assert message and "The pretrained network is kept in .d.bdgf.checkpoint" in message[0], message
+    assert [f.name for f in out.iterdir()] == [".d.bdgf.checkpoint"]

@@ -422,8 +422,8 @@ def _load_checkpoint(path: str, model: DiffusionModel, opt: torch.optim.Optimize
     meta = read_meta(path)
     ck = meta.get("checkpoint")
     if ck is None or ck.get("fingerprint") != _fingerprint(model.config, model):
-        raise BdgfError(f"the checkpoint {Path(path).name} belongs to another scene or other settings; "
-                        "delete it or give another checkpoint path")
+        raise BdgfError(f"the checkpoint {Path(path).resolve()} belongs to another scene or other settings (a "
+                        "pretraining stopped earlier); delete it to start afresh, or rerun with that run's settings")
     tensors, _ = load_model(path, "diffusion")
     model.net.load_state_dict({k[4:]: torch.from_numpy(np.array(v)) for k, v in tensors.items()
                                if k.startswith("net.")})
@@ -554,7 +554,8 @@ def pretrain_ddpm(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray | Non
     Ends by fitting the feature projection (when ``config.feature_channels`` > 0). The
     checkpoint is also written after the last step and left in place (resuming from it at
     step == steps just refits the projection); the caller deletes it once its outputs are written.
-    Mixed precision (bf16, else fp16 with loss scaling) only on CUDA; the GradScaler state is not checkpointed (CPU runs are the exact ones).
+    Mixed precision (bf16, else fp16 with loss scaling) only on CUDA; the GradScaler state is not
+    checkpointed (CPU runs are the exact ones).
 
     ``dist_ctx`` (torchrun, from :func:`bdgf_core.distributed.context`): data-parallel training of
     the same global batch (see the module docstring). Rank 0 alone reads and writes the
@@ -653,9 +654,6 @@ def pretrain_ddpm(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray | Non
         if stop:
             if checkpoint and ctx.is_main:
                 _save_checkpoint(checkpoint, model, opt, gen, step)
-            if checkpoint:
-                raise Cancelled(f"cancelled by the user at step {step} of {config.steps}; no output was written. "
-                                f"The run is kept in {Path(checkpoint).name}: the same command resumes from it")
             raise Cancelled()
         # Every rank draws the whole global batch and all its random numbers, then keeps its slice.
         pick = torch.randint(len(positions), (config.batch,), generator=gen, device=device).cpu()
@@ -714,13 +712,6 @@ def pretrain_ddpm(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray | Non
         def read_window(r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
             return spectral[:, r0:r1, c0:c1], sar[:, r0:r1, c0:c1]
 
-        try:
-            fit_projection(model, read_window, H, W, valid=valid[:H, :W], device=device,
-                           progress=progress, cancelled=cancelled)
-        except Cancelled:
-            if not checkpoint:
-                raise
-            raise Cancelled("cancelled by the user while fitting the feature projection; no output was written. "
-                            f"The pretrained network is kept in {Path(checkpoint).name}: the same command resumes "
-                            "from it without pretraining again") from None
+        fit_projection(model, read_window, H, W, valid=valid[:H, :W], device=device,
+                       progress=progress, cancelled=cancelled)
     return model

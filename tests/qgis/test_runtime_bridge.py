@@ -89,6 +89,27 @@ def test_cancel_kills_quickly_and_removes_partials(tmp_path: Path, ignore_term):
     assert stopped - _cancel_time(feedback) < 1.6
 
 
+@pytest.mark.parametrize("hint", [False, True], ids=["plain", "checkpoint kept"])
+def test_cancel_message_says_how_to_resume_when_the_runtime_kept_a_checkpoint(tmp_path: Path, hint):
+    dest = tmp_path / "m.bdgf"
+    feedback = RecordingFeedback()
+
+    def cancel_when_started():
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and 5.0 not in feedback.progress:
+            time.sleep(0.02)
+        feedback.cancel()
+
+    threading.Thread(target=cancel_when_started, daemon=True).start()
+    with pytest.raises(QgsProcessingException) as err:
+        runtime.run_process(fake("sleep", str(dest), *(["--resume-hint"] if hint else [])), feedback,
+                            outputs=[str(dest)], label="Train BDGF")
+    text = str(err.value)
+    assert text.startswith("Cancelled: Train BDGF was stopped before it finished; no output was written.")
+    assert ("The finished epochs are kept in .m.bdgf.checkpoint: running it again with the same settings "
+            "resumes from there" in text) is hint, text
+
+
 def _cancel_time(feedback):
     # isCanceled() flips exactly when cancel() runs; the bridge logs the moment it noticed.
     return feedback._cancelled_at
