@@ -109,3 +109,22 @@ def test_cancel_without_checkpoint_raises():
     spe, sar = _scene()
     with pytest.raises(Cancelled):
         pretrain_ddpm(spe, sar, None, _config(steps=5), cancelled=lambda: True)
+
+
+def test_a_slow_run_checkpoints_by_time_too(tmp_path, monkeypatch):
+    """A checkpoint at least every CHECKPOINT_SECONDS whatever checkpoint_every: a signal cancels anywhere,
+    so this bounds what a cancel loses (0 s here: every step), and after the last step."""
+    from bdgf_core.diffusion import pretrain as pt
+
+    spe, sar = _scene()
+    steps = []
+    save = pt._save_checkpoint
+    monkeypatch.setattr(pt, "_save_checkpoint", lambda path, model, opt, gen, step: (steps.append(step),
+                                                                                     save(path, model, opt, gen, step)))
+    cfg = _config(steps=4, checkpoint_every=1000, feature_channels=0)
+    pretrain_ddpm(spe, sar, None, cfg, checkpoint=str(tmp_path / "a.ckpt"))
+    assert steps == [4]  # the last step alone
+    steps.clear()
+    monkeypatch.setattr(pt, "CHECKPOINT_SECONDS", 0.0)
+    pretrain_ddpm(spe, sar, None, cfg, checkpoint=str(tmp_path / "b.ckpt"))
+    assert steps == [1, 2, 3, 4]

@@ -67,6 +67,10 @@ _SAR_CLIP = 4.0  # scaled SAR above 4x its 99th percentile is clipped: a few bri
 _SAMPLE_PIXELS = 200_000  # pixels used to fit the scaling statistics
 
 
+#: A checkpoint is written at least this often (seconds) during pretraining, whatever checkpoint_every.
+CHECKPOINT_SECONDS = 60.0
+
+
 @dataclass
 class DiffusionConfig:
     """Hyper-parameters of the diffusion model; defaults follow the paper / SpectralDiff."""
@@ -550,7 +554,8 @@ def pretrain_ddpm(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray | Non
 
     spectral (Bs, H, W) and sar (Ba, H, W) are raw float32 on the same grid; valid (H, W) marks
     pixels with data (None: all finite pixels). ``checkpoint``: a file written every
-    ``config.checkpoint_every`` steps and when cancelled; if it exists the run resumes from it.
+    ``config.checkpoint_every`` steps, at least every CHECKPOINT_SECONDS, after the last step and
+    when cancelled between steps; if it exists the run resumes from it.
     Ends by fitting the feature projection (when ``config.feature_channels`` > 0). The
     checkpoint is also written after the last step and left in place (resuming from it at
     step == steps just refits the projection); the caller deletes it once its outputs are written.
@@ -614,6 +619,7 @@ def pretrain_ddpm(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray | Non
         warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     started = time.perf_counter()
     first_step = step
+    saved_at = started
     C, n_sar, n_spe, tile = model.n_bands, model.n_sar, model.n_input_spectral, config.tile
     speckle_c = config.speckle_scale if config.speckle else None
     n_local = len(range(ctx.rank, config.batch, ctx.world))  # this rank's share of the global batch
@@ -690,9 +696,13 @@ def pretrain_ddpm(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray | Non
             progress(step / max(config.steps, 1), f"diffusion step {step}/{config.steps} loss {loss.item():.4f}")
         # and after the last step: what follows (the projection, the features) can be cancelled too,
         # and the rerun then resumes here instead of pretraining again
+        # also every CHECKPOINT_SECONDS: a cancel (a signal raises wherever the run is) then loses
+        # at most that much of a slow run (200 steps of the paper profile are hours on a CPU)
         if checkpoint and ctx.is_main and (step == config.steps or (config.checkpoint_every > 0
-                                                                     and step % config.checkpoint_every == 0)):
+                                                                     and step % config.checkpoint_every == 0)
+                                           or time.perf_counter() - saved_at >= CHECKPOINT_SECONDS):
             _save_checkpoint(checkpoint, model, opt, gen, step)
+            saved_at = time.perf_counter()
 
     net.to(memory_format=torch.contiguous_format)
     if ctx.enabled:  # back to plain BatchNorm (eval mode uses the running statistics either way)
