@@ -8,10 +8,11 @@ from bdgf_core.errors import BdgfError, Cancelled
 from bdgf_core.modelfile import read_meta
 
 
-def _scene(h=40, w=52, seed=0):
-    """Smooth synthetic scene: spectral bands follow a few spatial patterns; SAR is speckled."""
+def _scene(h=40, w=52, seed=0, period=10.0):
+    """Smooth synthetic scene: spectral bands follow a few spatial patterns (``period`` pixels per
+    radian); SAR is speckled."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w] / 10.0
+    yy, xx = np.mgrid[0:h, 0:w] / period
     base = np.stack([np.sin(yy), np.cos(xx), np.sin(xx + yy)])
     spe = (np.einsum("kb,khw->bhw", rng.normal(size=(3, 6)), base) * 100 + 500).astype(np.float32)
     sar = ((1.5 + base[:2]) * rng.gamma(4.0, 0.25, size=(2, h, w))).astype(np.float32)

@@ -143,12 +143,9 @@ def test_a_real_cuda_out_of_memory_is_survived():
 
 
 def _diffusion_scene(h=30, w=34, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w] / 8.0
-    base = np.stack([np.sin(yy), np.cos(xx), np.sin(xx + yy)])
-    spe = (np.einsum("kb,khw->bhw", rng.normal(size=(3, 6)), base) * 100 + 500).astype(np.float32)
-    sar = ((1.5 + base[:2]) * rng.gamma(4.0, 0.25, size=(2, h, w))).astype(np.float32)
-    return spe, sar
+    from test_diffusion_pretrain import _scene
+
+    return _scene(h, w, seed, period=8.0)
 
 
 def _pretrain(steps, lr=1e-3, log=None):
