@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_classify import measured, mosaic_vrt, window_vrt  # noqa: E402
 
 from random_models import random_bdgf_file  # noqa: E402
-from test_cli import result, run  # noqa: E402
+from test_cli import result, run, scene_with_forest  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -28,10 +28,7 @@ SLACK = 1.15
 @pytest.fixture(scope="module")
 def forest_scene(tmp_path_factory):
     d = tmp_path_factory.mktemp("scale")
-    _, ev, _ = run("generate-scene", "--out-dir", d, "--size", "100", "--bands", "20", "--seed", "4")
-    s = result(ev)
-    run("train-baseline", "--spectral", s["spectral"], "--sar", s["sar"], "--groundtruth", s["groundtruth"],
-        "--samples-per-class", "20", "--trees", "10", "--model", d / "rf.bdgf")
+    s = scene_with_forest(d, size=100, bands=20, seed=4, samples=20, trees=10)
     for n in (5, 15):  # 500 and 1500 rows, 1500 columns
         for what in ("spectral", "sar"):
             mosaic_vrt(s[what], n, 15, d / f"{what}_{n}.vrt")

@@ -27,6 +27,15 @@ def result(events):
     return next(e["outputs"] for e in events if e["event"] == "result")
 
 
+def scene_with_forest(d, size: int, bands: int, seed: int, samples: int, trees: int) -> dict:
+    """generate-scene in ``d`` and a random forest trained on it (``rf.bdgf``): the scene's outputs and "rf"."""
+    _, ev, _ = run("generate-scene", "--out-dir", d, "--size", size, "--bands", bands, "--seed", seed)
+    s = result(ev)
+    run("train-baseline", "--spectral", s["spectral"], "--sar", s["sar"], "--groundtruth", s["groundtruth"],
+        "--samples-per-class", samples, "--trees", trees, "--model", d / "rf.bdgf")
+    return {**s, "rf": d / "rf.bdgf"}
+
+
 def error(events):
     return next(e["message"] for e in events if e["event"] == "error")
 

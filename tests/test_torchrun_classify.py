@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from random_models import random_bdgf_file
-from test_cli import result, run
+from test_cli import run, scene_with_forest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -44,10 +44,7 @@ def scene(tmp_path_factory):
     from bdgf_core.raster import RasterSource, write_array
 
     d = tmp_path_factory.mktemp("ddp classify")
-    _, ev, _ = run("generate-scene", "--out-dir", d, "--size", "32", "--bands", "6", "--seed", "5")
-    s = result(ev)
-    run("train-baseline", "--spectral", s["spectral"], "--sar", s["sar"], "--groundtruth", s["groundtruth"],
-        "--samples-per-class", "10", "--trees", "5", "--model", d / "rf.bdgf")
+    s = scene_with_forest(d, size=32, bands=6, seed=5, samples=10, trees=5)
     for what in ("spectral", "sar"):
         mosaic_vrt(s[what], 8, 2, d / f"{what}.vrt")  # 64 wide, 256 tall
         mosaic_vrt(s[what], FOREST_HEIGHT // 32, 2, d / f"{what}_tall.vrt")
