@@ -173,6 +173,12 @@ def report(res: dict, path: Path) -> None:
     copy = [r["copy_s"] for r in c2]
     head = "| | " + " | ".join(names) + " |"
     rule = "|---|" + "---|" * len(names)
+
+    def table(rate: str, s: dict, digits: int, key: str, timed: str) -> list[str]:
+        """The rate, the timed part and the command's wall time per configuration, then the ratios."""
+        return [head, rule, row(rate, s, digits), row(timed, summary(res[key], "seconds"), 1),
+                row("command wall time (s)", res[f"{key}_wall"], 1), "", f"- {ratios(s)}."]
+
     lines = [
         "# Data-parallel scaling: 1 and 2 processes (issue 9)",
         "",
@@ -197,12 +203,7 @@ def report(res: dict, path: Path) -> None:
         f"{res['size']} x {res['size']} scene (30 + 2 bands), no validation. Throughput: training pixels x epochs "
         "/ seconds of the training loop (the report's history, rank 0's clock).",
         "",
-        head, rule,
-        row("training samples/s", tr, 1),
-        row("training loop (s)", summary(res["train"], "seconds"), 1),
-        row("command wall time (s)", res["train_wall"], 1),
-        "",
-        f"- {ratios(tr)}.",
+        *table("training samples/s", tr, 1, "train", "training loop (s)"),
         "",
         "## Classification",
         "",
@@ -214,12 +215,7 @@ def report(res: dict, path: Path) -> None:
         "pixels / time from the run's 'classifying' message to its result (start-up, model load and input checks "
         "excluded).",
         "",
-        head, rule,
-        row("pixels/s", cl, 0),
-        row("classification (s)", summary(res["classify"], "seconds"), 1),
-        row("command wall time (s)", res["classify_wall"], 1),
-        "",
-        f"- {ratios(cl)}.",
+        *table("pixels/s", cl, 0, "classify", "classification (s)"),
         f"- Of the 2x1 classification time, rank 0 spent {min(copy):.2f} / {statistics.median(copy):.2f} / "
         f"{max(copy):.2f} s writing the other rank's rows into the outputs after its own.",
         f"- The maps of all {len(res['classify'])} runs are byte-identical: **{res['maps_identical']}** (the "
