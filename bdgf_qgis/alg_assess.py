@@ -8,7 +8,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from .algorithm import REPORT_FILTER, BdgfAlgorithm, add_ground_truth, plain
+from .algorithm import REPORT_FILTER, BdgfAlgorithm, add_ground_truth, ground_truth_args, plain
 
 
 class AssessAlgorithm(BdgfAlgorithm):
@@ -56,10 +56,8 @@ class AssessAlgorithm(BdgfAlgorithm):
         report = self.output_path(parameters, self.REPORT, context)
         json_path = self.output_path(parameters, self.JSON, context)
         csv_path = self.output_path(parameters, self.CSV, context)
-        field = self.field_name(parameters, self.CLASS_FIELD, context)
-        args = ["--map", self.raster_path(parameters, self.MAP, context),
-                "--groundtruth", self.ground_truth_path(parameters, self.GROUND_TRUTH, context, feedback, field),
-                "--class-field", field]
+        args = ["--map", self.raster_path(parameters, self.MAP, context)]
+        args += ground_truth_args(self, parameters, context, feedback)
         model = self.file_path(parameters, self.MODEL, context)
         if model:
             args += ["--model", model]

@@ -14,6 +14,7 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterMapLayer,
     QgsProcessingParameterNumber,
@@ -131,7 +132,7 @@ class BdgfAlgorithm(QgsProcessingAlgorithm):
             if value <= 0:
                 desc = self.parameterDefinition(pid).description()
                 return False, f"{desc} ({pid}) must be greater than 0, got {value:g}."
-        message = self.check_values(parameters, context)
+        message = check_ground_truth(self, parameters, context) or self.check_values(parameters, context)
         if message:
             return False, message
         return super().checkParameterValues(parameters, context)
@@ -162,6 +163,26 @@ class BdgfAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(f"{self._desc(pid)} ({pid}) has no field '{field}'; its fields "
                                          f"are: {names}. Choose the field holding the class codes.")
         return vector_layer_path(layer, feedback)
+
+    def feature_source_path(self, parameters, pid: str, context, feedback,
+                            field: Optional[str] = None) -> Tuple[str, str]:
+        """(file, layer name) of a feature-source parameter for the runtime; a selection, a filter or a
+        non-file layer is exported to a temporary GeoPackage first (QGIS does it)."""
+        source = self.parameterAsSource(parameters, pid, context)
+        if source is None:
+            raise QgsProcessingException(f"{self._desc(pid)} ({pid}): no vector layer was given or it could not "
+                                         "be opened; give labelled polygons or points.")
+        if field and source.fields().indexOf(field) < 0:
+            names = ", ".join(source.fields().names())
+            raise QgsProcessingException(f"{self._desc(pid)} ({pid}) has no field '{field}'; its fields "
+                                         f"are: {names}. Choose the field holding the classes (CLASS_FIELD).")
+        if source.featureCount() == 0:
+            raise QgsProcessingException(f"{self._desc(pid)} ({pid}) has no features (with 'Selected features "
+                                         "only', select some first).")
+        path, layer_name = self.parameterAsCompatibleSourceLayerPathAndLayerName(
+            parameters, pid, context, ["gpkg", "shp", "geojson", "json", "fgb", "sqlite", "gml", "kml", "tab"],
+            "gpkg", feedback)
+        return absolute(path), layer_name or ""
 
     def ground_truth_path(self, parameters, pid: str, context, feedback, field: Optional[str] = None,
                           optional: bool = False) -> Optional[str]:
@@ -335,19 +356,86 @@ def add_inputs(alg: BdgfAlgorithm, spectral: bool = True, sar: bool = True, feat
                 "same grid." + (" Optional." if features_optional else ""))
 
 
-def add_ground_truth(alg: BdgfAlgorithm) -> None:
-    alg.add(QgsProcessingParameterMapLayer("GROUND_TRUTH", "Ground truth (polygons or label raster)",
-                                           types=GROUND_TRUTH_TYPES),
-            "Labelled polygons (or points) with an integer class code per feature, any OGR source "
-            "(memory layers and filtered layers are exported to a temporary GeoPackage first), or a "
-            "label raster on the grid of the image (class codes, 0 = unlabelled).")
+def add_ground_truth(alg: BdgfAlgorithm, label_raster: bool = True) -> None:
+    """GROUND_TRUTH (vector features) with CLASS_FIELD and CLASS_NAME_FIELD, and LABEL_RASTER.
+
+    Polygons and label rasters are two parameters: a field parameter hanging off a layer parameter
+    that also takes rasters crashes QGIS 3.22's dialog when the project's first layer is a raster
+    (QgsProcessingFieldWidgetWrapper::setParentLayerWrapperValue)."""
+    alg.add(QgsProcessingParameterFeatureSource("GROUND_TRUTH", "Ground truth (labelled polygons or points)",
+                                                types=[QgsProcessing.TypeVectorAnyGeometry], optional=label_raster),
+            "Labelled polygons (or points), any OGR source, with a class code or class name per feature; "
+            "'Selected features only' uses the selection. Memory, filtered or database layers are "
+            "exported to a temporary GeoPackage first." +
+            (" Leave empty when the labels come from a label raster (LABEL_RASTER)." if label_raster else ""))
     # Optional only because QGIS 3.22 rejects a missing field value even when it has a default;
     # left empty, the field 'class' is used.
     alg.add(QgsProcessingParameterField("CLASS_FIELD", "Class field", defaultValue="class",
                                         parentLayerParameterName="GROUND_TRUTH",
-                                        type=QgsProcessingParameterField.Numeric, optional=True),
-            "Integer field of the ground truth holding the class codes (1..255; 0 means "
-            "unlabelled); default 'class', also used when left empty. Ignored for a label raster.")
+                                        type=QgsProcessingParameterField.Any, optional=True),
+            "Field of the ground truth holding the classes: integer codes, or text names (each distinct "
+            "name becomes a class, named in the legend); default 'class', also used when left empty.")
+    alg.add(QgsProcessingParameterField("CLASS_NAME_FIELD", "Class name field (optional)",
+                                        parentLayerParameterName="GROUND_TRUTH",
+                                        type=QgsProcessingParameterField.Any, optional=True),
+            "Optional field with the name of each class code (e.g. SCP's MC_info beside MC_ID): the names "
+            "label the legend and the reports. A code with two different names is refused.")
+    if label_raster:
+        alg.add(QgsProcessingParameterRasterLayer("LABEL_RASTER", "... or a label raster", optional=True),
+                "Instead of polygons: a raster of class codes on the image's grid (e.g. the train labels of "
+                "'Import paper scene (.mat)'). Every value is a class except the unlabelled value.")
+        alg.add(QgsProcessingParameterNumber("UNLABELLED_VALUE", "Unlabelled value of the label raster",
+                                             QgsProcessingParameterNumber.Integer, optional=True),
+                "The value of the label raster's unlabelled pixels; empty: the raster's nodata value when it "
+                "has one, else 0. Every other value, 0 and negatives included, is a class.", advanced=True)
+
+
+def check_ground_truth(alg: BdgfAlgorithm, parameters, context) -> Optional[str]:
+    """A message when neither or both of GROUND_TRUTH and LABEL_RASTER are given."""
+    if alg.parameterDefinition("LABEL_RASTER") is None:
+        return None
+    polygons = bool(parameters.get("GROUND_TRUTH"))
+    raster = bool(parameters.get("LABEL_RASTER"))
+    if polygons and raster and not _is_raster_file(parameters.get("GROUND_TRUTH")):
+        return ("Give either ground-truth polygons (GROUND_TRUTH) or a label raster (LABEL_RASTER), not both: "
+                "clear one of the two.")
+    if not polygons and not raster:
+        return ("No ground truth: give labelled polygons (GROUND_TRUTH, with their CLASS_FIELD) or a label "
+                "raster (LABEL_RASTER).")
+    return None
+
+
+def _is_raster_file(value: Any) -> bool:
+    """True for a path GDAL opens as a raster: GROUND_TRUTH=labels.tif from before LABEL_RASTER existed."""
+    if not isinstance(value, str) or not value or not os.path.isfile(value.split("|")[0]):
+        return False
+    return QgsRasterLayer(value.split("|")[0], "labels", "gdal").isValid()
+
+
+def ground_truth_args(alg: BdgfAlgorithm, parameters, context, feedback) -> List[str]:
+    """--groundtruth [--layer] --class-field [--class-name-field] [--unlabelled-value] for the runtime."""
+    field = alg.field_name(parameters, "CLASS_FIELD", context)
+    raster_value = parameters.get("LABEL_RASTER")
+    legacy = parameters.get("GROUND_TRUTH") if _is_raster_file(parameters.get("GROUND_TRUTH")) else None
+    if raster_value or legacy:
+        if raster_value:
+            path = alg.raster_path(parameters, "LABEL_RASTER", context)
+        else:
+            path = absolute(legacy.split("|")[0])
+            feedback.pushInfo(f"GROUND_TRUTH is a raster ({path}): read as a label raster (LABEL_RASTER).")
+        args = ["--groundtruth", path, "--class-field", field]
+        if parameters.get("UNLABELLED_VALUE") not in (None, ""):
+            args += ["--unlabelled-value", alg.parameterAsInt(parameters, "UNLABELLED_VALUE", context)]
+        return args
+    path, layer_name = alg.feature_source_path(parameters, "GROUND_TRUTH", context, feedback, field)
+    args = ["--groundtruth", path]
+    if layer_name:
+        args += ["--layer", layer_name]
+    args += ["--class-field", field]
+    names = alg.field_name(parameters, "CLASS_NAME_FIELD", context, default="")
+    if names:
+        args += ["--class-name-field", names]
+    return args
 
 
 def add_sampling(alg: BdgfAlgorithm, validation_default: float, block_size: bool) -> None:
@@ -394,12 +482,11 @@ def sampling_args(alg: BdgfAlgorithm, parameters, context, feedback, features: b
             "--sar", alg.raster_path(parameters, "SAR", context)]
     if features:
         args += ["--features", alg.raster_path(parameters, "FEATURES", context)]
-    args += ["--groundtruth", alg.ground_truth_path(parameters, "GROUND_TRUTH", context, feedback, field)]
+    args += ground_truth_args(alg, parameters, context, feedback)
     test = alg.ground_truth_path(parameters, "TEST_GROUND_TRUTH", context, feedback, field, optional=True)
     if test:
         args += ["--test-groundtruth", test]
-    args += ["--class-field", field,
-             "--samples-per-class", alg.parameterAsInt(parameters, "SAMPLES_PER_CLASS", context),
+    args += ["--samples-per-class", alg.parameterAsInt(parameters, "SAMPLES_PER_CLASS", context),
              "--split", alg.split(parameters, context),
              "--validation-share", repr(float(alg.parameterAsDouble(parameters, "VALIDATION_SHARE", context)))]
     return args
