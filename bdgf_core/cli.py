@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, runlog
+from . import __version__, paths, runlog
 from .errors import BdgfError, Cancelled
 from .progress import Reporter
 
@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                   "so far (run this command without torchrun)")
         return EXIT_ERROR
     try:
+        paths.refuse_outputs_over_inputs(args.command, args)
         outputs = COMMANDS[args.command](args, rep)
     except Cancelled as exc:
         # Under torchrun the other processes are stopped with SIGTERM when one fails: only rank 0

@@ -17,8 +17,10 @@ from qgis.core import (
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterMapLayer,
+    QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
+    QgsProcessingParameters,
     QgsProcessingUtils,
     QgsProviderRegistry,
     QgsRasterLayer,
@@ -132,10 +134,57 @@ class BdgfAlgorithm(QgsProcessingAlgorithm):
             if value <= 0:
                 desc = self.parameterDefinition(pid).description()
                 return False, f"{desc} ({pid}) must be greater than 0, got {value:g}."
-        message = check_ground_truth(self, parameters, context) or self.check_values(parameters, context)
+        message = (check_ground_truth(self, parameters, context) or self.check_values(parameters, context)
+                   or self.check_outputs_spare_inputs(parameters, context))
         if message:
             return False, message
-        return super().checkParameterValues(parameters, context)
+        for d in self.parameterDefinitions():
+            path = self.file_value(parameters, d.name(), context) if d.type() in ("raster", "layer") else None
+            if path is not None:  # checked by the runtime; loading it as a layer would write beside it
+                continue
+            if d.type() == "source" and _is_raster_file(parameters.get(d.name())):
+                continue  # GROUND_TRUTH=labels.tif: a label raster (see ground_truth_args)
+            if not d.checkValueIsAcceptable(parameters.get(d.name()), context):
+                return False, f"Incorrect parameter value for {d.description()} ({d.name()})."
+        return True, ""
+
+    def check_outputs_spare_inputs(self, parameters, context) -> Optional[str]:
+        """A message when an output (or a file written beside it) would overwrite an input or one of its
+        files (.aux.xml, .qml, .ovr, a shapefile's parts); checked before any work starts."""
+        inputs, outputs = [], []
+        for d in self.parameterDefinitions():
+            pid = d.name()
+            if parameters.get(pid) in (None, ""):
+                continue
+            label = f"{d.description()} ({pid})"
+            if d.isDestination():
+                if d.type() == "folderDestination":
+                    continue
+                value = parameters.get(pid)
+                sink = getattr(value, "sink", None)
+                text = sink.staticValue() if sink is not None else value
+                if not isinstance(text, str) or not text or text == "TEMPORARY_OUTPUT" or text.startswith("memory:"):
+                    continue
+                outputs.append((label, absolute(text)))
+            elif d.type() == "file":
+                path = self.parameterAsFile(parameters, pid, context)
+                if path:
+                    inputs.append((label, absolute(path)))
+            elif self.file_value(parameters, pid, context):
+                inputs.append((label, self.file_value(parameters, pid, context)))
+            elif d.type() in ("raster", "vector", "source", "layer"):
+                layer = QgsProcessingParameters.parameterAsLayer(d, parameters, context)
+                if layer is not None:
+                    path = QgsProviderRegistry.instance().decodeUri(layer.providerType(), layer.source()).get("path")
+                    if path:
+                        inputs.append((label, absolute(path)))
+        for out_label, out in outputs:
+            for written in written_beside(out):
+                for in_label, src in inputs:
+                    if any(same_file(written, f) for f in belonging_to(src)):
+                        return (f"{out_label} would overwrite the input {in_label} or one of its files ({written}): "
+                                f"a run never overwrites its inputs. Choose another file for {out_label}.")
+        return None
 
     def check_values(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> Optional[str]:
         """Subclass hook: return a message when a value is absurd, else None."""
@@ -144,6 +193,12 @@ class BdgfAlgorithm(QgsProcessingAlgorithm):
     # --- reading parameters -------------------------------------------------------------
     def raster_path(self, parameters, pid: str, context, optional: bool = False) -> Optional[str]:
         """The file path of a raster parameter; refuse layers that are not files GDAL reads."""
+        path = self.file_value(parameters, pid, context)
+        if path is not None:
+            if not gdal_opens(path, raster=True):
+                raise QgsProcessingException(f"{self._desc(pid)} ({pid}): {path} is not a raster GDAL can read; give "
+                                             "a GeoTIFF (or another GDAL raster format).")
+            return path
         layer = self.parameterAsRasterLayer(parameters, pid, context)
         if layer is None:
             if optional:
@@ -163,6 +218,40 @@ class BdgfAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(f"{self._desc(pid)} ({pid}) has no field '{field}'; its fields "
                                          f"are: {names}. Choose the field holding the class codes.")
         return vector_layer_path(layer, feedback)
+
+    def raster_paths(self, parameters, pid: str, context) -> List[str]:
+        """The file paths of a multiple-raster parameter, in the order given."""
+        if self.parameterDefinition(pid) is None or not parameters.get(pid):
+            return []
+        values = parameters[pid] if isinstance(parameters[pid], (list, tuple)) else [parameters[pid]]
+        paths = []
+        for i, value in enumerate(values):
+            one = {pid: value}
+            path = self.file_value(one, pid, context)
+            if path is None:
+                layer = QgsProcessingUtils.mapLayerFromString(str(value), context, True,
+                                                              QgsProcessingUtils.LayerHint.Raster)
+                if not isinstance(layer, QgsRasterLayer):
+                    raise QgsProcessingException(f"{self._desc(pid)} ({pid}): item {i + 1} ({value}) is not a "
+                                                 "raster layer or file.")
+                path = raster_layer_path(layer, f"{self._desc(pid)} ({pid})")
+            elif not gdal_opens(path, raster=True):
+                raise QgsProcessingException(f"{self._desc(pid)} ({pid}): {path} is not a raster GDAL can read.")
+            paths.append(path)
+        return paths
+
+    def file_value(self, parameters, pid: str, context) -> Optional[str]:
+        """The path when a parameter's value names a file rather than a layer of the project.
+
+        Such files are read without loading a QGIS layer: a raster layer computes statistics for its
+        renderer, and GDAL then writes them to a .aux.xml beside the user's file."""
+        value = parameters.get(pid)
+        if not isinstance(value, str) or not value:
+            return None
+        if QgsProcessingUtils.mapLayerFromString(value, context, False) is not None:
+            return None
+        path = value.split("|")[0]
+        return absolute(path) if os.path.isfile(path) else None
 
     def feature_source_path(self, parameters, pid: str, context, feedback,
                             field: Optional[str] = None) -> Tuple[str, str]:
@@ -187,6 +276,9 @@ class BdgfAlgorithm(QgsProcessingAlgorithm):
     def ground_truth_path(self, parameters, pid: str, context, feedback, field: Optional[str] = None,
                           optional: bool = False) -> Optional[str]:
         """A file path for a ground-truth parameter: labelled polygons (see vector_path) or a label raster."""
+        path = self.file_value(parameters, pid, context)
+        if path is not None and gdal_opens(path, raster=True):
+            return path
         layer = self.parameterAsLayer(parameters, pid, context)
         if layer is None:
             if optional and not parameters.get(pid):
@@ -265,6 +357,32 @@ class BdgfAlgorithm(QgsProcessingAlgorithm):
         return max(1, self.parameterAsInt(parameters, "PROCESSES", context))
 
 
+def written_beside(output: str) -> List[str]:
+    """The output and what a run writes beside it: GDAL's .aux.xml, the .qml style, the run log, a report's .json."""
+    stem = os.path.splitext(output)[0]
+    files = [output, output + ".aux.xml", stem + ".qml", output + ".log"]
+    return files + ([stem + ".json"] if output.lower().endswith((".html", ".htm")) else [])
+
+
+def belonging_to(path: str) -> List[str]:
+    """An input and the files that go with it, which a run must leave untouched."""
+    stem = os.path.splitext(path)[0]
+    files = [path, path + ".aux.xml", path + ".ovr", path + ".msk", stem + ".qml"]
+    if path.lower().endswith(".shp"):
+        files += [stem + ext for ext in (".shx", ".dbf", ".prj", ".cpg", ".qix", ".qmd")]
+    return files
+
+
+def same_file(a: str, b: str) -> bool:
+    """True when two paths name one file (links and '..' resolved)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def raster_layer_path(layer: QgsRasterLayer, what: str) -> str:
     if layer.providerType() != "gdal":
         raise QgsProcessingException(f"{what} is a '{layer.providerType()}' layer; the BDGF runtime reads "
@@ -339,21 +457,55 @@ def plain(value: Any) -> Any:
 
 
 # --- parameter groups shared by the training algorithms -------------------------------------
+SAR_RESAMPLING = ("auto", "bilinear", "average")
+
+
 def add_inputs(alg: BdgfAlgorithm, spectral: bool = True, sar: bool = True, features: bool = False,
-               features_optional: bool = False) -> None:
+               features_optional: bool = False, resampling: bool = True) -> None:
+    """SPECTRAL and SAR (one raster each, with more in SPECTRAL_EXTRA / SAR_EXTRA), SAR_RESAMPLING, FEATURES."""
     if spectral:
         alg.add(QgsProcessingParameterRasterLayer("SPECTRAL", "Hyperspectral (or multispectral) raster"),
-                "The optical image, one band per wavelength, as a GDAL raster file (GeoTIFF). Values "
-                "in any unit; each band is scaled by the runtime.")
+                "The optical image, one band per wavelength, as a GDAL raster file (GeoTIFF); its grid (size, "
+                "pixel size, CRS) is the grid of every output. Values in any unit; each band is scaled by the "
+                "runtime.")
+        alg.add(QgsProcessingParameterMultipleLayers("SPECTRAL_EXTRA", "More spectral rasters (optional)",
+                                                     QgsProcessing.TypeRaster, optional=True),
+                "Further spectral rasters on the same grid (e.g. Sentinel-2 bands delivered as separate "
+                "files): their bands follow those of SPECTRAL, in the order listed.")
     if sar:
         alg.add(QgsProcessingParameterRasterLayer("SAR", "SAR raster"),
-                "The SAR image (e.g. VV/VH backscatter) on the same grid as the hyperspectral raster: "
-                "same size, pixel size and CRS.")
+                "The SAR image (e.g. VV/VH backscatter, linear power or dB). On another grid than the spectral "
+                "raster it is resampled onto it (see SAR_RESAMPLING); it must cover the scene.")
+        alg.add(QgsProcessingParameterMultipleLayers("SAR_EXTRA", "More SAR rasters (optional)",
+                                                     QgsProcessing.TypeRaster, optional=True),
+                "Further SAR rasters (e.g. VH when SAR is VV, as Sentinel-1 products come): stacked after "
+                "SAR's bands, in the order listed, each resampled onto the spectral grid when needed.")
+        if resampling:
+            alg.add(QgsProcessingParameterEnum("SAR_RESAMPLING", "SAR resampling", options=list(SAR_RESAMPLING),
+                                               defaultValue=0, optional=True),
+                    "How SAR on another grid reaches the spectral grid: 0 = auto (average in linear power - "
+                    "multilooking - when the SAR pixels are finer than the spectral ones, else bilinear), "
+                    "1 = bilinear, 2 = average in linear power. dB inputs are converted to power and back. "
+                    "Classify uses the model's choice. From qgis_process pass the number.", advanced=True)
     if features:
         alg.add(QgsProcessingParameterRasterLayer("FEATURES", "Diffusion features raster",
                                                   optional=features_optional),
                 "The diffusion feature raster written by 'Pretrain DDPM' (FEATURES output), on the "
                 "same grid." + (" Optional." if features_optional else ""))
+
+
+def input_args(alg: BdgfAlgorithm, parameters, context) -> List[str]:
+    """--spectral FILE... --sar FILE... [--sar-resampling] for the runtime."""
+    args: List[str] = ["--spectral", alg.raster_path(parameters, "SPECTRAL", context),
+                       *alg.raster_paths(parameters, "SPECTRAL_EXTRA", context),
+                       "--sar", alg.raster_path(parameters, "SAR", context),
+                       *alg.raster_paths(parameters, "SAR_EXTRA", context)]
+    if alg.parameterDefinition("SAR_RESAMPLING") is not None:
+        choice = (SAR_RESAMPLING[alg.parameterAsEnum(parameters, "SAR_RESAMPLING", context)]
+                  if parameters.get("SAR_RESAMPLING") not in (None, "") else "auto")
+        if choice != "auto":  # the runtime's default
+            args += ["--sar-resampling", choice]
+    return args
 
 
 def add_ground_truth(alg: BdgfAlgorithm, label_raster: bool = True) -> None:
@@ -409,7 +561,23 @@ def _is_raster_file(value: Any) -> bool:
     """True for a path GDAL opens as a raster: GROUND_TRUTH=labels.tif from before LABEL_RASTER existed."""
     if not isinstance(value, str) or not value or not os.path.isfile(value.split("|")[0]):
         return False
-    return QgsRasterLayer(value.split("|")[0], "labels", "gdal").isValid()
+    return gdal_opens(value.split("|")[0], raster=True)
+
+
+def gdal_opens(path: str, raster: bool) -> bool:
+    """True when GDAL opens ``path`` as a raster (or a vector); read-only, nothing written beside it."""
+    from osgeo import gdal
+
+    gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", "NO")
+    try:
+        ds = gdal.OpenEx(path, (gdal.OF_RASTER if raster else gdal.OF_VECTOR) | gdal.OF_READONLY)
+        ok = ds is not None
+        ds = None
+        return ok
+    except RuntimeError:
+        return False
+    finally:
+        gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", None)
 
 
 def ground_truth_args(alg: BdgfAlgorithm, parameters, context, feedback) -> List[str]:
@@ -478,10 +646,10 @@ def sampling_args(alg: BdgfAlgorithm, parameters, context, feedback, features: b
     """--spectral/--sar[/--features]/--groundtruth[/--test-groundtruth]/--class-field/--samples-per-class/--split/
     --validation-share."""
     field = alg.field_name(parameters, "CLASS_FIELD", context)
-    args = ["--spectral", alg.raster_path(parameters, "SPECTRAL", context),
-            "--sar", alg.raster_path(parameters, "SAR", context)]
-    if features:
-        args += ["--features", alg.raster_path(parameters, "FEATURES", context)]
+    args = input_args(alg, parameters, context)
+    features_path = alg.raster_path(parameters, "FEATURES", context, optional=True) if features else None
+    if features_path:
+        args += ["--features", features_path]
     args += ground_truth_args(alg, parameters, context, feedback)
     test = alg.ground_truth_path(parameters, "TEST_GROUND_TRUTH", context, feedback, field, optional=True)
     if test:
