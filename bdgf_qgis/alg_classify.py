@@ -1,6 +1,8 @@
 """Classify raster: apply a trained model (BDGF or random-forest baseline) to a whole scene."""
 from __future__ import annotations
 
+import os
+
 from qgis.core import (
     QgsProcessingOutputFile,
     QgsProcessingParameterFile,
@@ -8,7 +10,8 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
-from .algorithm import RASTER_EXTENSIONS, BdgfAlgorithm, add_inputs, plain
+from .algorithm import RASTER_EXTENSIONS, BdgfAlgorithm, add_inputs, input_args, plain
+from .styles import ClassMapStyle, RampStyle, style_on_load
 
 
 class ClassifyAlgorithm(BdgfAlgorithm):
@@ -38,7 +41,7 @@ class ClassifyAlgorithm(BdgfAlgorithm):
         self.add(QgsProcessingParameterFile(self.MODEL, "Model file", extension="bdgf"),
                  "A .bdgf model file written by 'Train BDGF' or 'Train random-forest baseline'. It "
                  "carries its classes, band count and scaling; the rasters are checked against it.")
-        add_inputs(self, spectral=True, sar=True, features=True, features_optional=True)
+        add_inputs(self, spectral=True, sar=True, features=True, features_optional=True, resampling=False)
         self.add(QgsProcessingParameterFile(self.DIFFUSION_MODEL, "Diffusion model file", extension="bdgf",
                                             optional=True),
                  "The diffusion model of 'Pretrain DDPM' (its MODEL output), used to compute the "
@@ -67,9 +70,7 @@ class ClassifyAlgorithm(BdgfAlgorithm):
         out = self.output_path(parameters, self.OUTPUT, context, RASTER_EXTENSIONS)
         confidence = self.output_path(parameters, self.CONFIDENCE, context, RASTER_EXTENSIONS)
         entropy = self.output_path(parameters, self.ENTROPY, context, RASTER_EXTENSIONS)
-        args = ["--model", self.file_path(parameters, self.MODEL, context),
-                "--spectral", self.raster_path(parameters, self.SPECTRAL, context),
-                "--sar", self.raster_path(parameters, self.SAR, context)]
+        args = ["--model", self.file_path(parameters, self.MODEL, context)] + input_args(self, parameters, context)
         features = self.raster_path(parameters, self.FEATURES, context, optional=True)
         if features:
             args += ["--features", features]
@@ -85,6 +86,9 @@ class ClassifyAlgorithm(BdgfAlgorithm):
                  "--device", self.device(parameters, context)]
         res = self.run_runtime("classify", args, feedback, outputs=[out, confidence, entropy],
                                processes=self.processes(parameters, context))
+        style_on_load(context, out, ClassMapStyle(res.get("style") or os.path.splitext(out)[0] + ".qml"))
+        style_on_load(context, confidence, RampStyle("Viridis", 0.0, 1.0))
+        style_on_load(context, entropy, RampStyle("Magma", 0.0))
         return {
             self.OUTPUT: plain(res.get("map", out)),
             self.CONFIDENCE: plain(res.get("confidence", confidence)),

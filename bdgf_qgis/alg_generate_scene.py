@@ -13,6 +13,7 @@ from qgis.core import (
 )
 
 from .algorithm import BdgfAlgorithm, plain
+from .styles import GroundTruthStyle, load_on_completion
 
 VARIANTS = ("standard", "hard")
 
@@ -68,6 +69,10 @@ class GenerateSceneAlgorithm(BdgfAlgorithm):
                 "--seed", self.parameterAsInt(parameters, self.SEED, context),
                 "--variant", VARIANTS[self.parameterAsEnum(parameters, self.VARIANT, context)]]
         res = self.run_runtime("generate-scene", args, feedback)
+        field = res.get("class_field", "class")
+        load_on_completion(context, res.get("spectral"), "spectral", "SPECTRAL")
+        load_on_completion(context, res.get("sar"), "SAR", "SAR")
+        load_on_completion(context, res.get("groundtruth"), "ground truth", "GROUND_TRUTH", GroundTruthStyle(field))
         return {
             self.OUTPUT_FOLDER: out_dir,
             "SPECTRAL": plain(res.get("spectral")),

@@ -12,6 +12,7 @@ from qgis.core import (
 )
 
 from .algorithm import BdgfAlgorithm, plain
+from .styles import load_on_completion
 
 SCENES = ("auto", "augsburg", "berlin", "none")
 #: output id -> (runtime result key, file the runtime writes into the folder)
@@ -88,6 +89,7 @@ class ImportMatAlgorithm(BdgfAlgorithm):
         out = {self.OUTPUT_FOLDER: out_dir}
         for pid, (key, _name) in FILES.items():
             out[pid] = plain(res.get(key) or paths[pid])
+            load_on_completion(context, out[pid], os.path.splitext(os.path.basename(out[pid]))[0], pid)
         out["TRAIN_PIXELS"] = plain(res.get("train_pixels"))
         out["TEST_PIXELS"] = plain(res.get("test_pixels"))
         return out

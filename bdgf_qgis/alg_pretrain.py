@@ -10,9 +10,10 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from .algorithm import MODEL_FILTER, RASTER_EXTENSIONS, BdgfAlgorithm, add_inputs, plain
+from .algorithm import MODEL_FILTER, RASTER_EXTENSIONS, BdgfAlgorithm, add_inputs, input_args, plain
 
-PROFILES = ("paper", "fast")
+#: indices are the PROFILE values of qgis_process and graphical models: new ones go at the end
+PROFILES = ("paper", "fast", "auto")
 DEFAULT_TIMESTEPS = "5,10,50,100,200,400"
 MAX_TIMESTEP = 1000
 
@@ -80,9 +81,14 @@ class PretrainAlgorithm(BdgfAlgorithm):
         self.add(QgsProcessingParameterBoolean(self.SPECKLE, "SAR speckle noise", True),
                  "Use speckle (multiplicative) noise for the SAR channels; default on. Turn off for an "
                  "ablation.", advanced=True)
-        self.add(QgsProcessingParameterEnum(self.PROFILE, "Profile", options=list(PROFILES), defaultValue=0),
-                 "0 = paper (the paper's network sizes), 1 = fast (a smaller network for CPUs and quick "
-                 "trials). From qgis_process pass the number.")
+        self.add(QgsProcessingParameterEnum(self.PROFILE, "Profile",
+                                            options=["paper", "fast", "auto (fast on a CPU, paper on a GPU)"],
+                                            defaultValue=2),
+                 "0 = paper (the paper's denoiser, SpectralDiff's U-Net, 30,000 steps: hours on a GPU, "
+                 "weeks on a CPU), 1 = fast (a smaller network and schedule: minutes on a CPU), 2 = auto "
+                 "(default: fast when the run is on a CPU, paper on a GPU; the log says which). Before the "
+                 "first steps are done the run prints its estimated total time. From qgis_process pass "
+                 "the number.")
         self.add_device()
         self.add_processes()
         self.add_seed()
@@ -108,8 +114,7 @@ class PretrainAlgorithm(BdgfAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):
         model = self.output_path(parameters, self.MODEL, context, (".bdgf",))
         features = self.output_path(parameters, self.FEATURES, context, RASTER_EXTENSIONS)
-        args = ["--spectral", self.raster_path(parameters, self.SPECTRAL, context),
-                "--sar", self.raster_path(parameters, self.SAR, context)]
+        args = input_args(self, parameters, context)
         for pid, flag in ((self.STEPS, "--steps"), (self.BATCH_SIZE, "--batch-size"), (self.TILE_SIZE, "--tile-size")):
             value = self.parameterAsInt(parameters, pid, context)
             if value > 0:  # 0: leave it to the profile

@@ -47,7 +47,7 @@ class TrainAlgorithm(BdgfAlgorithm):
     REPORT = "REPORT"
 
     def initAlgorithm(self, config=None):
-        add_inputs(self, spectral=True, sar=True, features=True)
+        add_inputs(self, spectral=True, sar=True, features=True, features_optional=True)
         add_ground_truth(self)
         add_sampling(self, validation_default=0.1, block_size=False)
         self.add(QgsProcessingParameterNumber(self.EPOCHS, "Epochs", QgsProcessingParameterNumber.Integer,
@@ -82,6 +82,11 @@ class TrainAlgorithm(BdgfAlgorithm):
             return "The patch size must be odd (1, 3, 5, 7, 9...) so that the patch is centred on its pixel."
         if not branches:
             return "At least one of the CNN, TRANSFORMER and MAMBA branches must stay on."
+        guided = [pid for pid in ("GUIDE_CNN", "GUIDE_TRANSFORMER", "GUIDE_MAMBA")
+                  if parameters.get(pid) is None or self.parameterAsBool(parameters, pid, context)]
+        if guided and not parameters.get(self.FEATURES):
+            return ("The diffusion features raster (FEATURES) guides the branches: give the FEATURES output of "
+                    f"'Pretrain DDPM', or turn the guidance off ({', '.join(guided)}) to train without it.")
         return None
 
     def processAlgorithm(self, parameters, context, feedback):

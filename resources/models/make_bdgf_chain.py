@@ -33,11 +33,17 @@ DESCRIPTION = (
 PARAMETER_HELP = {
     "SPECTRAL": "The hyperspectral (or multispectral) raster, one band per wavelength (GeoTIFF).",
     "SAR": "The SAR raster of the same area (resampled onto the hyperspectral grid when needed).",
-    "GROUND_TRUTH": "Labelled polygons with an integer class code per feature.",
-    "CLASS_FIELD": "Integer field of the ground truth holding the class codes; default 'class'.",
+    "GROUND_TRUTH": "Labelled polygons (or points) with a class code or class name per feature; leave empty "
+                    "when the labels come from a label raster.",
+    "CLASS_FIELD": "Field of the ground truth holding the classes (integer codes or text names); default 'class'.",
+    "LABEL_RASTER": "Instead of polygons: a raster of class codes on the image's grid (its nodata value, "
+                    "or 0 when it has none, means unlabelled).",
     "SAMPLES_PER_CLASS": "Training pixels drawn per class; the rest are held out for the accuracy.",
-    "STEPS": "Optimisation steps of the diffusion pretraining; default 3000.",
-    "PROFILE": "Diffusion network size: 0 = paper, 1 = fast (a smaller network for CPUs).",
+    "STEPS": "Optimisation steps of the diffusion pretraining; 0 (default) = the profile's: 300 for fast, "
+             "30000 for paper. Batch and tile size are the profile's too.",
+    "PROFILE": "Diffusion profile: 0 = paper (the paper's denoiser: hours on a GPU, weeks on a CPU), 1 = fast "
+               "(minutes on a CPU), 2 = auto (default: fast on a CPU, paper on a GPU). The run prints its "
+               "estimated time before it goes on.",
     "TIMESTEPS": "Comma-separated diffusion timesteps at which features are extracted.",
     "EPOCHS": "Passes of the BDGF training over the training pixels; default 100.",
     "DEVICE": "0 = auto (the GPU when PyTorch sees one), 1 = cpu, 2 = cuda.",
@@ -70,15 +76,17 @@ def build():
         QgsProcessingParameterRasterLayer("SPECTRAL", "Hyperspectral (or multispectral) raster"),
         QgsProcessingParameterRasterLayer("SAR", "SAR raster"),
         QgsProcessingParameterVectorLayer("GROUND_TRUTH", "Ground truth polygons",
-                                          [QgsProcessing.TypeVectorAnyGeometry]),
+                                          [QgsProcessing.TypeVectorAnyGeometry], optional=True),
         QgsProcessingParameterField("CLASS_FIELD", "Class field", defaultValue="class",
                                     parentLayerParameterName="GROUND_TRUTH",
-                                    type=QgsProcessingParameterField.Numeric, optional=True),
+                                    type=QgsProcessingParameterField.Any, optional=True),
+        QgsProcessingParameterRasterLayer("LABEL_RASTER", "... or a label raster", optional=True),
         QgsProcessingParameterNumber("SAMPLES_PER_CLASS", "Training samples per class",
                                      QgsProcessingParameterNumber.Integer, 50, minValue=1, maxValue=1000000),
         QgsProcessingParameterNumber("STEPS", "Pretraining steps (0 = the profile's)",
                                      QgsProcessingParameterNumber.Integer, 0, minValue=0, maxValue=10000000),
-        QgsProcessingParameterEnum("PROFILE", "Diffusion profile", options=["paper", "fast"], defaultValue=0),
+        QgsProcessingParameterEnum("PROFILE", "Diffusion profile",
+                                   options=["paper", "fast", "auto (fast on a CPU, paper on a GPU)"], defaultValue=2),
         QgsProcessingParameterString("TIMESTEPS", "Feature timesteps (empty = the profile's)", "", optional=True),
         QgsProcessingParameterNumber("EPOCHS", "Training epochs", QgsProcessingParameterNumber.Integer, 100,
                                      minValue=1, maxValue=100000),
@@ -107,13 +115,13 @@ def build():
     children = [
         ("pretrain", "bdgf:pretrain", "Pretrain DDPM", {
             "SPECTRAL": param("SPECTRAL"), "SAR": param("SAR"), "STEPS": param("STEPS"),
-            "BATCH_SIZE": static(20), "TILE_SIZE": static(64), "TIMESTEPS": param("TIMESTEPS"),
+            "BATCH_SIZE": static(0), "TILE_SIZE": static(0), "TIMESTEPS": param("TIMESTEPS"),
             "MASKING": static(True), "SPECKLE": static(True), "PROFILE": param("PROFILE"),
             "DEVICE": param("DEVICE"), "SEED": param("SEED")}),
         ("train", "bdgf:train", "Train BDGF", {
             "SPECTRAL": param("SPECTRAL"), "SAR": param("SAR"), "FEATURES": output("pretrain", "FEATURES"),
             "GROUND_TRUTH": param("GROUND_TRUTH"), "CLASS_FIELD": param("CLASS_FIELD"),
-            "SAMPLES_PER_CLASS": param("SAMPLES_PER_CLASS"), "SPLIT": static(0), "VALIDATION_SHARE": static(0.1),
+            "LABEL_RASTER": param("LABEL_RASTER"), "SAMPLES_PER_CLASS": param("SAMPLES_PER_CLASS"), "SPLIT": static(0), "VALIDATION_SHARE": static(0.1),
             "EPOCHS": param("EPOCHS"), "BATCH_SIZE": static(64), "PATCH_SIZE": static(9),
             "DEVICE": param("DEVICE"), "SEED": param("SEED"),
             **{b: static(True) for b in ("CNN", "TRANSFORMER", "MAMBA", "GUIDE_CNN", "GUIDE_TRANSFORMER",
@@ -123,7 +131,8 @@ def build():
             "FEATURES": output("pretrain", "FEATURES"), "MEMORY_MB": static(1024), "DEVICE": param("DEVICE")}),
         ("assess", "bdgf:assess", "Assess accuracy", {
             "MAP": output("classify", "OUTPUT"), "GROUND_TRUTH": param("GROUND_TRUTH"),
-            "CLASS_FIELD": param("CLASS_FIELD"), "MODEL": output("train", "MODEL")}),
+            "CLASS_FIELD": param("CLASS_FIELD"), "LABEL_RASTER": param("LABEL_RASTER"),
+            "MODEL": output("train", "MODEL")}),
     ]
     for k, (child_id, alg_id, description, sources) in enumerate(children):
         child = QgsProcessingModelChildAlgorithm(alg_id)

@@ -81,3 +81,63 @@ def test_chain_with_qgis_process(tmp_path):
     assessed = run("assess", MAP=classified["OUTPUT"], GROUND_TRUTH=scene["GROUND_TRUTH"],
                    CLASS_FIELD=scene["CLASS_FIELD"], REPORT=tmp_path / "acc.html")
     check_chain(scene, classified["OUTPUT"], float(assessed["OA"]))
+
+
+def test_outputs_load_styled_into_the_project(bdgf_provider, tmp_path):
+    """What a user sees once Processing loads the outputs: the scene with its ground truth as class
+    outlines, the map with exactly the model's classes (no stray 0 or 255 entries of the embedded
+    palette), the confidence and entropy with a colour ramp."""
+    import processing
+    from qgis.core import (QgsProcessingContext, QgsProcessingFeedback, QgsProcessingOutputLayerDefinition,
+                           QgsProcessingUtils, QgsProject, QgsRasterLayer)
+
+    def loaded(context):
+        """Load what the run leaves to load, as Processing does, applying each post-processor."""
+        layers = {}
+        for path, details in context.layersToLoadOnCompletion().items():
+            layer = QgsProcessingUtils.mapLayerFromString(path, context, True)
+            assert layer is not None and layer.isValid(), path
+            if details.postProcessor() is not None:
+                details.postProcessor().postProcessLayer(layer, context, QgsProcessingFeedback())
+            layers[details.outputName] = layer
+        return layers
+
+    def new_context():
+        context = QgsProcessingContext()
+        context.setProject(QgsProject.instance())
+        return context
+
+    context = new_context()
+    scene = processing.run("bdgf:generate_scene", {"SIZE": 40, "BANDS": 8, "SEED": 0,
+                                                   "OUTPUT_FOLDER": str(tmp_path / "scene")}, context=context)
+    layers = loaded(context)
+    assert set(layers) == {"SPECTRAL", "SAR", "GROUND_TRUTH"}
+    truth = layers["GROUND_TRUTH"]
+    assert truth.renderer().type() == "categorizedSymbol" and truth.renderer().classAttribute() == "class"
+    categories = truth.renderer().categories()
+    assert [c.label() for c in categories][:2] == ["water", "forest"]
+    fill = categories[0].symbol().symbolLayer(0)
+    assert fill.brushStyle() == 0, "ground truth must be drawn as outlines (no fill) over the image"  # Qt.NoBrush
+    codes = {int(f["class"]): f["name"] for f in truth.getFeatures()}
+
+    trained = processing.run("bdgf:train_baseline", {
+        "SPECTRAL": scene["SPECTRAL"], "SAR": scene["SAR"], "GROUND_TRUTH": scene["GROUND_TRUTH"],
+        "CLASS_FIELD": "class", "SAMPLES_PER_CLASS": 20, "TREES": 10, "MODEL": str(tmp_path / "rf.bdgf")})
+    context = new_context()
+    def to_project(name):  # as the dialog passes a destination with "Open output file after running"
+        return QgsProcessingOutputLayerDefinition(str(tmp_path / name), QgsProject.instance())
+
+    classified = processing.run("bdgf:classify", {
+        "MODEL": trained["MODEL"], "SPECTRAL": scene["SPECTRAL"], "SAR": scene["SAR"],
+        "OUTPUT": to_project("map.tif"), "CONFIDENCE": to_project("conf.tif"),
+        "ENTROPY": to_project("ent.tif")}, context=context)
+    layers = loaded(context)
+    plain_context = new_context()
+    plain_load = QgsProcessingUtils.mapLayerFromString(classified["OUTPUT"], plain_context, True)
+    assert len(plain_load.renderer().classes()) == 256, "Processing ignores the .qml: the post-processor is needed"
+    legend = [(int(c.value), c.label) for c in layers["OUTPUT"].renderer().classes()]
+    assert legend == sorted(codes.items()), legend
+    for key in ("CONFIDENCE", "ENTROPY"):
+        assert isinstance(layers[key], QgsRasterLayer)
+        assert layers[key].renderer().type() == "singlebandpseudocolor", key
+    assert layers["CONFIDENCE"].renderer().classificationMax() == 1.0

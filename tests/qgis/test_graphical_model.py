@@ -69,6 +69,26 @@ def test_steps_feed_each_other(bdgf_provider):
         assert source(child, "SPECTRAL") == "SPECTRAL" and source(child, "SAR") == "SAR"
     for child in ("train", "assess"):
         assert source(child, "GROUND_TRUTH") == "GROUND_TRUTH" and source(child, "CLASS_FIELD") == "CLASS_FIELD"
+        assert source(child, "LABEL_RASTER") == "LABEL_RASTER"  # label rasters work in the chain too
+    # batch and tile are the profile's (0), not the paper's 20 / 64 forced on the fast profile
+    assert source("pretrain", "BATCH_SIZE") == 0 and source("pretrain", "TILE_SIZE") == 0
+
+
+def test_defaults_finish_on_a_laptop(bdgf_provider):
+    """The chain's profile defaults to auto (fast on a CPU), as Pretrain DDPM's does."""
+    from bdgf_qgis.alg_pretrain import PROFILES
+
+    model = load_model()
+    profile = model.parameterDefinition("PROFILE")
+    assert PROFILES[profile.defaultValue()] == "auto"
+    assert PROFILES[registered("bdgf:pretrain").parameterDefinition("PROFILE").defaultValue()] == "auto"
+    assert "3000;" not in model.shortHelpString() and "default 3000" not in model.shortHelpString()
+
+
+def registered(alg_id):
+    from qgis.core import QgsApplication
+
+    return QgsApplication.processingRegistry().algorithmById(alg_id)
 
 
 def test_shipped_file_is_what_the_generator_writes(bdgf_provider, tmp_path):
