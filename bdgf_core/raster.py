@@ -83,6 +83,9 @@ def open_raster(path: str | os.PathLike, what: str = "raster") -> gdal.Dataset:
     try:
         with pam_off(p):
             ds = gdal.Open(str(p), gdal.GA_ReadOnly)
+            # GeoTIFF reads its PAM state on the first metadata call, not at open: make that call here,
+            # while PAM is off, or a later statistics call would write a sidecar after all
+            ds.GetMetadata()
     except RuntimeError as exc:
         raise BdgfError(f"the {what} {p.name} cannot be read as a raster ({exc}); give a GeoTIFF or "
                         "another GDAL raster") from None
