@@ -17,7 +17,7 @@ from osgeo import gdal, ogr
 
 from bdgf_core.errors import BdgfError
 from bdgf_core.groundtruth import load_ground_truth
-from bdgf_core.raster import Grid, RasterSource, open_raster, open_stack
+from bdgf_core.raster import Grid, RasterSource, open_raster
 from test_bad_input import PX, X0, Y0, box, listing, ok, refused, write_polygons, write_raster
 
 
@@ -52,7 +52,7 @@ def scene_labels(scene) -> np.ndarray:
     """The scene's ground truth as a (32, 32) array of its codes 1..7, 0 elsewhere."""
     grid = RasterSource(scene["spectral"]).grid
     gt = load_ground_truth(scene["groundtruth"], grid)
-    return np.where(gt.labelled, gt.labels, 0)
+    return np.where(gt.labels > 0, gt.labels, 0)  # the scene codes 1..7
 
 
 def grid_of(scene) -> Grid:
@@ -280,6 +280,8 @@ def test_several_files_are_stacked_in_the_order_given(scene, out, tmp_path):
     # the model checks the stacked band count: VV alone is refused
     refused(["classify", "--model", out / "two.bdgf", "--spectral", s1, s2, "--sar", vv, "--out", out / "x.tif"],
             "trained on a SAR raster of 2 bands, but this one has 1", out=out)
+    from bdgf_core.raster import open_stack
+
     stack = open_stack([vh, vv], what="SAR raster")
     assert np.array_equal(stack.read(), RasterSource(scene["sar"]).read()[::-1])
 
