@@ -143,7 +143,7 @@ class RasterSource:
         else:
             if resampling == "auto":
                 resampling = "average" if _finer(own, reference, what, self.path.name) else "bilinear"
-            db = _db_bands(ds, self.nodata) if resampling == "average" else [False] * self.bands
+            db = _db_bands(ds, self.nodata, what, self.path.name) if resampling == "average" else [False] * self.bands
             self.ds = _warp_onto(ds, own, reference, what, self.path.name, resampling, db, self)
             self.grid = reference
             self.resampled = True
@@ -292,7 +292,7 @@ def _finer(own: Grid, ref: Grid, what: str, name: str) -> bool:
     return own_area < 0.99 * ref_area
 
 
-def _db_bands(ds: gdal.Dataset, nodata: Sequence[float | None], side: int = 256) -> list[bool]:
+def _db_bands(ds: gdal.Dataset, nodata: Sequence[float | None], what: str, name: str, side: int = 256) -> list[bool]:
     """Per band: in dB? As the diffusion model's scaling decides it: a 1st percentile below 0 (on a
     decimated read of at most ``side`` x ``side`` pixels)."""
     w, h = min(ds.RasterXSize, side), min(ds.RasterYSize, side)
@@ -301,7 +301,7 @@ def _db_bands(ds: gdal.Dataset, nodata: Sequence[float | None], side: int = 256)
         try:
             a = ds.GetRasterBand(b + 1).ReadAsArray(buf_xsize=w, buf_ysize=h).astype(np.float64)
         except RuntimeError as exc:
-            raise read_failure("SAR raster", Path(ds.GetDescription()).name, 0, ds.RasterYSize, exc) from None
+            raise read_failure(what, name, 0, ds.RasterYSize, exc) from None
         v = a[np.isfinite(a)]
         if nodata[b] is not None:
             v = v[v != nodata[b]]
