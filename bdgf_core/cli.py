@@ -51,6 +51,30 @@ def share(v: str) -> float:
     return f
 
 
+def input_args(q, sar_resampling: str | None = "auto") -> None:
+    """--spectral, --sar (one or more files each, stacked band-wise) and --sar-resampling."""
+    from .raster import SAR_RESAMPLING
+
+    q.add_argument("--spectral", required=True, nargs="+", metavar="RASTER",
+                   help="spectral raster(s), stacked band-wise in the order given, on the first one's grid")
+    q.add_argument("--sar", required=True, nargs="+", metavar="RASTER",
+                   help="SAR (or other auxiliary) raster(s), e.g. VV and VH, stacked band-wise and resampled "
+                        "to the spectral grid")
+    q.add_argument("--sar-resampling", choices=SAR_RESAMPLING, default=sar_resampling,
+                   help="SAR on another grid: average (block averaging in linear power, dB given back in dB), "
+                        "bilinear, or auto (average when the SAR pixels are finer than the spectral grid's, else "
+                        "bilinear)" + (" (default: auto)" if sar_resampling else " (default: the model's choice)"))
+
+
+def class_args(q) -> None:
+    """--class-name-field and --unlabelled-value: how a ground truth codes and names its classes."""
+    q.add_argument("--class-name-field", default=None,
+                   help="polygons with numeric codes: the field with each code's name (default: a field 'name')")
+    q.add_argument("--unlabelled-value", type=float, default=None,
+                   help="label rasters: the value of unlabelled pixels (default: the raster's nodata value if it "
+                        "has one, else 0); every other value, 0 and negatives included, is a class")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m bdgf_core", description="BDGF runtime: land-cover classification from spectral "
                 "and SAR rasters (Balanced Diffusion-Guided Fusion) and a random-forest baseline.")
@@ -68,11 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--variant", choices=["standard", "hard"], default="standard")
 
     def training_args(q, samples=50, val=0.0):
-        q.add_argument("--spectral", required=True, help="spectral raster (defines the grid)")
-        q.add_argument("--sar", required=True, help="SAR (or other auxiliary) raster")
+        input_args(q)
         q.add_argument("--groundtruth", required=True, help="labelled polygons (any OGR source) or a label raster")
         q.add_argument("--layer", default=None, help="layer of the ground-truth source (default: the first)")
         q.add_argument("--class-field", default="class")
+        class_args(q)
         q.add_argument("--test-groundtruth", default=None,
                        help="a separate test layer (polygons or a label raster on the grid): the ground truth is then "
                             "used whole for training/validation, this layer for the held-out accuracy")
@@ -94,8 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("classify", parents=[common], help="classify rasters with a model, block by block")
     c.add_argument("--model", required=True)
-    c.add_argument("--spectral", required=True)
-    c.add_argument("--sar", required=True)
+    input_args(c, sar_resampling=None)
     c.add_argument("--features", default=None, help="diffusion feature raster (BDGF models)")
     c.add_argument("--diffusion-model", default=None, help="compute the features from this diffusion model")
     c.add_argument("--out", required=True, help="classification map (GeoTIFF)")
@@ -112,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--groundtruth", required=True, help="labelled polygons (any OGR source) or a label raster")
     a.add_argument("--layer", default=None)
     a.add_argument("--class-field", default="class")
+    class_args(a)
     a.add_argument("--model", default=None, help="the model that made the map: its training pixels are left out")
     a.add_argument("--report", required=True, help="HTML report")
     a.add_argument("--json", default=None)
@@ -205,7 +229,7 @@ def cmd_train_baseline(args, rep: Reporter) -> dict:
     rep.progress(0.0, "reading")
     data = prepare_training(args.spectral, args.sar, args.groundtruth, args.class_field, args.samples_per_class,
                             args.split, args.seed, args.validation_share, args.block_size, rep.sub(0, 0.2), args.layer,
-                            args.test_groundtruth, args.test_layer)
+                            args.test_groundtruth, args.test_layer, **ground_truth_options(args))
     labels = data.gt.labels.ravel()
     train = np.concatenate([data.split.train, data.split.val])  # a forest needs no validation set
     stats = (*data.spectral_stats, *data.sar_stats)
@@ -226,7 +250,8 @@ def cmd_train_baseline(args, rep: Reporter) -> dict:
     meta = {
         "model_id": uuid.uuid4().hex,
         "classes": [c.to_json() for c in data.gt.classes],
-        "inputs": {"spectral_bands": data.spectral.bands, "sar_bands": data.sar.bands, "feature_bands": None},
+        "inputs": {"spectral_bands": data.spectral.bands, "sar_bands": data.sar.bands, "feature_bands": None,
+                   "sar_resampling": args.sar_resampling},
         "grid": data.spectral.grid.to_json(),
         "groundtruth": str(Path(args.groundtruth).resolve()),
         "split": data.split.summary,
@@ -246,6 +271,12 @@ def cmd_train_baseline(args, rep: Reporter) -> dict:
     if "test_accuracy" in result:
         out["test_oa"] = result["test_accuracy"]["oa"]
     return out
+
+
+def ground_truth_options(args) -> dict:
+    """The keyword arguments of prepare_training that say how to read the inputs and the ground truth."""
+    return {"sar_resampling": args.sar_resampling, "class_name_field": args.class_name_field,
+            "unlabelled_value": args.unlabelled_value}
 
 
 def write_training_report(path: str, title: str, meta: dict, result: dict, data, extra_html: str = "") -> str:
@@ -311,7 +342,9 @@ def _classify_setup(args, rep: Reporter, device: str):
     predictor, meta = load_predictor(args.model, device=device, batch_size=args.batch_size)
     if hasattr(predictor, "log"):  # told when an out-of-memory retry lowers the batch
         predictor.log = rep.warning
-    spec, sar = open_inputs(args.spectral, args.sar, rep)
+    # a model made before --sar-resampling was resampled bilinearly
+    spec, sar = open_inputs(args.spectral, args.sar, rep,
+                            args.sar_resampling or meta["inputs"].get("sar_resampling") or "bilinear")
     feats = diffusion = None
     if meta["kind"] == "bdgf" and meta["inputs"].get("feature_bands"):
         if args.diffusion_model:
@@ -380,10 +413,11 @@ def cmd_assess(args, rep: Reporter) -> dict:
     # The model's classes (or the map's categories) give a text class field the codes the map uses.
     known = [ClassInfo(int(c["code"]), c["name"], c["color"]) for c in meta.get("classes", [])] \
         or known_classes(args.map)
-    gt = load_ground_truth(args.groundtruth, m.grid, args.class_field, args.layer, classes=known)
+    gt = load_ground_truth(args.groundtruth, m.grid, args.class_field, args.layer, classes=known,
+                           class_name_field=args.class_name_field, unlabelled_value=args.unlabelled_value)
     classmap = m.read()[0]
     labels = gt.labels.ravel()
-    pixels = np.flatnonzero(labels > 0)
+    pixels = np.flatnonzero(gt.labelled.ravel())
     summary, note = None, "all labelled pixels of the ground truth"
     names = {c.code: c.name for c in gt.classes}
     colors = {c.code: c.color for c in gt.classes}
@@ -403,7 +437,9 @@ def cmd_assess(args, rep: Reporter) -> dict:
             pixels = np.setdiff1d(pixels, used)
             note = "the labelled pixels of this ground truth, less the model's training pixels"
     pred = classmap.ravel()[pixels]
-    ok = np.isfinite(pred) & (pred != 0)
+    ok = np.isfinite(pred)  # the map's nodata is NaN here
+    if 0 not in names:  # a map without a nodata value: 0 is no class
+        ok &= pred != 0
     if not ok.all():
         rep.warning(f"{int((~ok).sum())} test pixels are nodata in the map and are left out")
     pixels, pred = pixels[ok], pred[ok].astype(np.int64)

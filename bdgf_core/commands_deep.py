@@ -23,11 +23,10 @@ def _timesteps(v: str) -> tuple[int, ...]:
 
 
 def add_deep_commands(sub, common, training_args) -> None:
-    from .cli import positive_int
+    from .cli import input_args, positive_int
 
     p = sub.add_parser("pretrain", parents=[common], help="pretrain the diffusion model and write its features")
-    p.add_argument("--spectral", required=True)
-    p.add_argument("--sar", required=True)
+    input_args(p)
     p.add_argument("--profile", choices=["paper", "fast"], default="paper",
                    help="paper: the reference set-up (GPU); fast: a small model for CPUs")
     p.add_argument("--steps", type=positive_int, default=None, help="training steps (profile default)")
@@ -106,7 +105,7 @@ def cmd_pretrain(args, rep) -> dict:
                                            seed=args.seed, **overrides)
         cfg.validate()
         check_batch(cfg.batch, ctx)
-        spec, sar = open_inputs(args.spectral, args.sar, rep)
+        spec, sar = open_inputs(args.spectral, args.sar, rep, args.sar_resampling)
         spectral, sar_a = read_scene(spec, sar, rep)
         if not (np.isfinite(spectral).all(0) & np.isfinite(sar_a).all(0)).any():
             raise BdgfError("the spectral and SAR rasters have no pixel with data in both; check their nodata values")
@@ -138,7 +137,8 @@ def cmd_pretrain(args, rep) -> dict:
         return {}
     pretrain_s = time.perf_counter() - started
     model.meta_extra.update({"run": {**run_info(device), "processes": ctx.world},
-                             "source": {"spectral": str(args.spectral), "sar": str(args.sar)},
+                             "source": {"spectral": [str(p) for p in args.spectral], "sar": [str(p) for p in args.sar],
+                                        "sar_resampling": args.sar_resampling},
                              "grid": spec.grid.to_json()})
     cost = model.meta_extra["cost"]
     spectral_in = (f"{model.n_input_spectral} spectral components of {model.n_spectral} bands"
@@ -192,7 +192,7 @@ def cmd_train(args, rep) -> dict:
     once, by rank 0, and the other processes end quietly. Rank 0 alone tests and writes.
     """
     from .atomic import check_writable, checkpoint_path
-    from .cli import run_info, write_training_report
+    from .cli import ground_truth_options, run_info, write_training_report
     from .distributed import PeerFailed, join, run_agreed
     from .metrics import assess
     from .models import feature_tags_of
@@ -223,13 +223,14 @@ def cmd_train(args, rep) -> dict:
             raise BdgfError(f"{exc}; keep at least one branch on") from None
         data = prepare_training(args.spectral, args.sar, args.groundtruth, args.class_field, args.samples_per_class,
                                 args.split, args.seed, args.validation_share, args.block_size, rep.sub(0, 0.05),
-                                args.layer, args.test_groundtruth, args.test_layer)
+                                args.layer, args.test_groundtruth, args.test_layer, **ground_truth_options(args))
         feats = feature_bands = None
         feature_tags: dict = {}
         if cfg.needs_features:
             if not args.features:
                 raise BdgfError("diffusion guidance is on but no feature raster was given; run 'Pretrain DDPM' and "
-                                "pass its features (--features), or switch the guidance off")
+                                "pass its features (--features), or switch the guidance off (--no-guide-cnn "
+                                "--no-guide-transformer --no-guide-mamba)")
             fsrc = RasterSource(args.features, what="diffusion feature raster")
             if not fsrc.grid.same_as(data.spectral.grid):
                 raise BdgfError("the diffusion feature raster is on another grid than the spectral raster; give the "
@@ -282,6 +283,7 @@ def cmd_train(args, rep) -> dict:
     meta = {
         "model_id": uuid.uuid4().hex, "classes": [c.to_json() for c in data.gt.classes],
         "inputs": {"spectral_bands": data.spectral.bands, "sar_bands": data.sar.bands, "feature_bands": feature_bands,
+                   "sar_resampling": args.sar_resampling,
                    "feature_profile": feature_tags.get("profile") or None,
                    "feature_model_id": feature_tags.get("model_id") or None},
         "grid": data.spectral.grid.to_json(), "groundtruth": str(Path(args.groundtruth).resolve()),

@@ -1,6 +1,7 @@
 """Ground truth: labelled polygons (any OGR source) or a label raster, rasterised onto a grid.
 
-The result holds, per pixel, the class code (0 = unlabelled) and the id of the region it came
+The result holds, per pixel, the class code (``GroundTruth.unlabelled`` where there is none: 0, or
+``UNLABELLED`` when a class is coded 0 or below) and the id of the region it came
 from (the polygon, or the connected labelled region of a label raster, 8-connected), which the
 spatial splits use. Class names and colours travel with the model.
 
@@ -37,36 +38,60 @@ class ClassInfo:
         return {"code": self.code, "name": self.name, "color": self.color}
 
 
+#: The label of a pixel without a class when a class is coded 0 or below (codes are the user's own).
+UNLABELLED = int(np.iinfo(np.int32).min)
+
+
 @dataclass
 class GroundTruth:
-    labels: np.ndarray          # (H, W) int32 class codes, 0 = unlabelled
+    labels: np.ndarray          # (H, W) int32 class codes, ``unlabelled`` = none
     regions: np.ndarray         # (H, W) int32 region ids, 0 = none
     classes: list[ClassInfo] = field(default_factory=list)
     source: str = ""
+    unlabelled: int = 0         # the label of pixels without a class: 0, or UNLABELLED when 0 is a code
+
+    @property
+    def labelled(self) -> np.ndarray:
+        """(H, W) bool: the pixels that have a class."""
+        return self.labels != self.unlabelled
 
     def counts(self) -> dict[int, int]:
-        codes, n = np.unique(self.labels[self.labels > 0], return_counts=True)
+        codes, n = np.unique(self.labels[self.labelled], return_counts=True)
         return {int(c): int(k) for c, k in zip(codes, n)}
+
+
+def require_two_classes(gt: GroundTruth, what: str = "the ground truth") -> None:
+    """Refuse to train on fewer than two classes (a one-class model scores 100 % and means nothing)."""
+    if len(gt.classes) < 2:
+        found = ", ".join(f"{c.name!r} (code {c.code})" for c in gt.classes) or "none"
+        raise BdgfError(f"{what} {Path(gt.source).name} has {len(gt.classes)} class ({found}); a classifier needs at "
+                        "least two: add labelled areas of another class, or check the class field")
 
 
 MAX_CLASSES = 255  # label rasters with more distinct codes are most likely not label rasters
 
 
 def load_ground_truth(path: str | os.PathLike, grid: Grid, class_field: str = "class",
-                      layer: str | None = None, classes: list[ClassInfo] | None = None) -> GroundTruth:
+                      layer: str | None = None, classes: list[ClassInfo] | None = None,
+                      class_name_field: str | None = None, unlabelled_value: float | None = None) -> GroundTruth:
     """Read polygons (rasterised onto ``grid``) or a label raster (aligned to it).
 
     ``classes``: the classes already known (of the training layer, or of a model). A text class
     field then maps each known name to its known code (new names get new codes after them), and
     numeric codes without a name field take the known names.
+
+    Polygons: the class field may be of any type; whole numbers (also as text or reals) are codes,
+    anything else names. ``class_name_field`` (default: a field called "name", if any) gives the
+    name of each numeric code. Label rasters: ``unlabelled_value`` (default: the raster's nodata
+    value when it has one, else 0) marks the pixels without a class; every other value is a code.
     """
     p = Path(path)
     if not p.exists():
         raise BdgfError(f"the ground truth {p} does not exist; check the path")
     vec = _try_open_vector(p)
     if vec is not None:
-        return _from_polygons(vec, p, grid, class_field, layer, classes)
-    return _from_label_raster(p, grid, classes)
+        return _from_polygons(vec, p, grid, class_field, layer, classes, class_name_field)
+    return _from_label_raster(p, grid, classes, unlabelled_value)
 
 
 def merge_fixed(train: GroundTruth, test: GroundTruth) -> GroundTruth:
@@ -77,11 +102,11 @@ def merge_fixed(train: GroundTruth, test: GroundTruth) -> GroundTruth:
     The split (:func:`bdgf_core.sampling.split_fixed`) says which pixel is on which side.
     """
     known = np.array(sorted(c.code for c in train.classes), np.int32)
-    use_test = (train.labels == 0) & (test.labels > 0) & np.isin(test.labels, known)
-    labels = np.where(use_test, test.labels, train.labels).astype(np.int32)
+    use_test = ~train.labelled & test.labelled & np.isin(test.labels, known)
+    labels = np.where(use_test, test.labels, train.labels).astype(np.int32)  # known codes: never train.unlabelled
     offset = int(train.regions.max(initial=0))
     regions = np.where(use_test, test.regions + offset, train.regions).astype(np.int32)
-    return GroundTruth(labels, regions, list(train.classes), f"{train.source} + {test.source}")
+    return GroundTruth(labels, regions, list(train.classes), f"{train.source} + {test.source}", train.unlabelled)
 
 
 def _try_open_vector(p: Path):
@@ -94,8 +119,21 @@ def _try_open_vector(p: Path):
     return ds
 
 
+def _whole(v) -> int | None:
+    """``v`` as a whole-number class code, or None when it is a name."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    try:
+        f = float(str(v).strip())
+    except ValueError:
+        return None
+    return int(f) if np.isfinite(f) and f == int(f) and abs(f) < 2**31 - 1 else None
+
+
 def _from_polygons(ds, p: Path, grid: Grid, class_field: str, layer_name: str | None,
-                   known: list[ClassInfo] | None = None) -> GroundTruth:
+                   known: list[ClassInfo] | None = None, class_name_field: str | None = None) -> GroundTruth:
     lyr = ds.GetLayerByName(layer_name) if layer_name else ds.GetLayer(0)
     if lyr is None:
         raise BdgfError(f"{p.name} has no layer {layer_name!r}; name one of its layers")
@@ -104,46 +142,56 @@ def _from_polygons(ds, p: Path, grid: Grid, class_field: str, layer_name: str | 
     if class_field not in fields:
         raise BdgfError(f"the class field {class_field!r} is not in {p.name} (fields: {', '.join(fields) or 'none'}); "
                         "choose the field that holds the class codes or names")
-    ftype = defn.GetFieldDefn(fields.index(class_field)).GetType()
-    numeric = ftype in (ogr.OFTInteger, ogr.OFTInteger64, ogr.OFTReal)
-    name_field = "name" if "name" in fields and class_field != "name" else None
+    if class_name_field is not None and class_name_field not in fields:
+        raise BdgfError(f"the class name field {class_name_field!r} is not in {p.name} (fields: "
+                        f"{', '.join(fields) or 'none'}); choose the field that holds the class names, or none")
+    name_field = class_name_field or ("name" if "name" in fields and class_field != "name" else None)
     color_field = next((f for f in ("color", "colour") if f in fields), None)
 
-    known_names = {c.code: c.name for c in known or []}
-    # Read attributes once: the rasteriser burns a per-feature code and a region id.
-    values, names, colors, fids = [], {}, {}, []
+    # Read attributes once: the rasteriser burns a per-feature class index and a region id.
+    raw, colors = [], {}
     lyr.ResetReading()
     for feat in lyr:
         v = feat.GetField(class_field)
         if v is None or (isinstance(v, str) and not v.strip()):
             continue
-        if numeric:
-            code = int(round(float(v)))
-            if code <= 0:
-                continue  # 0 and negatives mean "unlabelled" in label rasters too
-            label = str(feat.GetField(name_field)) if name_field else known_names.get(code, f"class {code}")
-        else:
-            label = str(v).strip()
-            code = None
-        values.append((feat.GetFID(), code, label))
+        label = feat.GetField(name_field) if name_field else None
+        raw.append((feat.GetFID(), v, None if label is None or not str(label).strip() else str(label).strip()))
         if color_field and feat.GetField(color_field):
-            colors[label] = str(feat.GetField(color_field))
-    if not values:
+            colors[raw[-1][1]] = str(feat.GetField(color_field))
+    if not raw:
         raise BdgfError(f"the class field {class_field!r} of {p.name} is empty; fill it with class codes or names")
-    if not numeric:
-        names = {c.name: c.code for c in known or []}
-        top = max(names.values(), default=0)
-        for i, lab in enumerate(sorted({v[2] for v in values} - set(names))):
-            names[lab] = top + i + 1
-        values = [(fid, names[lab], lab) for fid, _, lab in values]
+    numeric = all(_whole(v) is not None for _, v, _ in raw)  # whole numbers, of any field type
+    values = []
+    if numeric:
+        known_names = {c.code: c.name for c in known or []}
+        named: dict[int, str] = {}
+        for fid, v, label in raw:
+            code = _whole(v)
+            if label is not None and named.setdefault(code, label) != label:
+                raise BdgfError(f"the class code {code} has two names in {p.name}, {named[code]!r} and {label!r}; "
+                                f"give each code one name in the field {name_field!r}")
+            values.append((fid, code))
+        names = {c: named.get(c, known_names.get(c, f"class {c}")) for _, c in values}
+        colors = {_whole(v): col for v, col in colors.items()}
+    else:
+        codes = {c.name: c.code for c in known or []}
+        top = max(codes.values(), default=0)
+        for i, lab in enumerate(sorted({str(v).strip() for _, v, _ in raw} - set(codes))):
+            codes[lab] = top + i + 1
+        values = [(fid, codes[str(v).strip()]) for fid, v, _ in raw]
+        names = {codes[str(v).strip()]: str(v).strip() for _, v, _ in raw}
+        colors = {codes[str(v).strip()]: col for v, col in colors.items()}
+    order = sorted(names)
+    index = {c: i + 1 for i, c in enumerate(order)}  # burnt instead of the code: a code may be 0
 
-    # An in-memory copy with two integer fields to burn (codes and region ids).
+    # An in-memory copy with two integer fields to burn (class indices and region ids).
     mem = ogr.GetDriverByName("Memory").CreateDataSource("gt")
     srs = lyr.GetSpatialRef()
     mlyr = mem.CreateLayer("gt", srs=srs, geom_type=ogr.wkbMultiPolygon)
-    mlyr.CreateField(ogr.FieldDefn("code", ogr.OFTInteger))
+    mlyr.CreateField(ogr.FieldDefn("idx", ogr.OFTInteger))
     mlyr.CreateField(ogr.FieldDefn("rid", ogr.OFTInteger))
-    by_fid = {fid: (code, lab) for fid, code, lab in values}
+    by_fid = dict(values)
     lyr.ResetReading()
     rid = 0
     for feat in lyr:
@@ -152,22 +200,26 @@ def _from_polygons(ds, p: Path, grid: Grid, class_field: str, layer_name: str | 
         rid += 1
         out = ogr.Feature(mlyr.GetLayerDefn())
         out.SetGeometry(feat.GetGeometryRef().Clone())
-        out.SetField("code", by_fid[feat.GetFID()][0])
+        out.SetField("idx", index[by_fid[feat.GetFID()]])
         out.SetField("rid", rid)
         mlyr.CreateFeature(out)
 
-    labels = _burn(mlyr, grid, "code")
+    burnt = _burn(mlyr, grid, "idx")
     regions = _burn(mlyr, grid, "rid")
-    if not (labels > 0).any():
+    if not (burnt > 0).any():
         raise BdgfError(f"no polygon of {p.name} covers a pixel of the raster; check that the polygons "
                         "and the raster cover the same area and CRS")
-    seen = {}
-    for _, code, lab in values:
-        seen.setdefault(code, lab)
+    none = _unlabelled_for(order)
+    labels = np.concatenate([[none], np.asarray(order, np.int64)]).astype(np.int32)[burnt]
     known_colors = {c.code: c.color for c in known or []}
-    classes = [ClassInfo(c, seen[c], colors.get(seen[c], known_colors.get(c, PALETTE[(c - 1) % len(PALETTE)])))
-               for c in sorted(seen)]
-    return GroundTruth(labels, regions, classes, str(p))
+    classes = [ClassInfo(c, names[c], colors.get(c, known_colors.get(c, PALETTE[(c - 1) % len(PALETTE)])))
+               for c in order]
+    return GroundTruth(labels, regions, classes, str(p), none)
+
+
+def _unlabelled_for(codes) -> int:
+    """0 while every code is positive (as ever), else a value no code can take."""
+    return 0 if min(codes) > 0 else UNLABELLED
 
 
 def _burn(layer, grid: Grid, attribute: str) -> np.ndarray:
@@ -181,21 +233,27 @@ def _burn(layer, grid: Grid, attribute: str) -> np.ndarray:
     return ds.GetRasterBand(1).ReadAsArray().astype(np.int32)
 
 
-def _from_label_raster(p: Path, grid: Grid, known: list[ClassInfo] | None = None) -> GroundTruth:
+def _from_label_raster(p: Path, grid: Grid, known: list[ClassInfo] | None = None,
+                       unlabelled_value: float | None = None) -> GroundTruth:
     from scipy import ndimage
 
     src = RasterSource(p, grid, what="label raster", resampling="near")
     a = src.read()[0]
-    a = np.where(np.isfinite(a), a, 0)
+    # nodata is NaN here (RasterSource): never a class; without nodata, 0 is "unlabelled" by default
+    off = 0.0 if unlabelled_value is None and src.nodata[0] is None else unlabelled_value
+    empty = ~np.isfinite(a) | ((a == np.float32(off)) if off is not None else False)
+    a = np.where(empty, 0, a)
     if (a != np.round(a)).any():
         raise BdgfError(f"the label raster {p.name} holds fractional values; a label raster holds whole class codes "
                         "(1, 2, 3...; 0 = unlabelled). Did you give an image instead of the labels?")
-    labels = a.astype(np.int32)
-    labels[labels < 0] = 0
-    if not (labels > 0).any():
-        raise BdgfError(f"the label raster {p.name} has no labelled pixel (all 0 or nodata); give a label raster "
-                        "with class codes > 0")
-    codes = np.unique(labels[labels > 0])
+    codes = np.unique(a[~empty])
+    none = _unlabelled_for(codes) if codes.size else 0
+    labels = np.where(empty, none, a).astype(np.int32)
+    said = f"{off:g}" if off is not None else f"nodata ({src.nodata[0]:g})"
+    if empty.all():
+        raise BdgfError(f"the label raster {p.name} has no labelled pixel (all {said} or nodata); give a label raster "
+                        "with class codes, or the right unlabelled value")
+    codes = np.unique(labels[~empty])
     if codes.size > MAX_CLASSES:
         raise BdgfError(f"the label raster {p.name} has {codes.size} distinct values; a label raster holds at most "
                         f"{MAX_CLASSES} class codes. Did you give an image instead of the labels?")
@@ -212,7 +270,7 @@ def _from_label_raster(p: Path, grid: Grid, known: list[ClassInfo] | None = None
         colors.setdefault(c.code, c.color)
     classes = [ClassInfo(int(c), names.get(int(c), f"class {int(c)}"),
                          colors.get(int(c), PALETTE[(int(c) - 1) % len(PALETTE)])) for c in codes]
-    return GroundTruth(labels, regions, classes, str(p))
+    return GroundTruth(labels, regions, classes, str(p), none)
 
 
 def known_classes(p: str | os.PathLike) -> list[ClassInfo]:
@@ -223,10 +281,13 @@ def known_classes(p: str | os.PathLike) -> list[ClassInfo]:
 
 def raster_categories(p: str | os.PathLike) -> tuple[dict[int, str], dict[int, str]]:
     """Class names and colours a label raster or class map carries (category names, colour table)."""
-    ds = gdal.Open(str(p))
+    from .raster import pam_off
+
+    with pam_off(Path(p)):  # a sidecar the user has (where GDAL keeps categories) is still read
+        ds = gdal.Open(str(p))
     band = ds.GetRasterBand(1)  # ds stays referenced while its band is used
     band.GetMetadata()  # GDAL 3.6's GeoTIFF driver reads the .aux.xml categories only after a metadata call
-    names = {i: n.strip() for i, n in enumerate(band.GetCategoryNames() or []) if i > 0 and n and n.strip()}
+    names = {i: n.strip() for i, n in enumerate(band.GetCategoryNames() or []) if n and n.strip()}
     colors = {}
     table = band.GetRasterColorTable()
     if table is not None:

@@ -30,7 +30,7 @@ from .distributed import SINGLE, DistContext, broadcast_object, run_agreed, spli
 from .errors import BdgfError
 from .groundtruth import ClassInfo
 from .progress import Reporter
-from .raster import RasterSource, RasterWriter, create_raster, gdal_cache_cap, smallest_int_type
+from .raster import RasterSource, RasterWriter, class_map_encoding, create_raster, gdal_cache_cap
 
 from osgeo import gdal
 
@@ -292,7 +292,7 @@ def classify(predictor: Predictor, inputs: Inputs, out_map: str | os.PathLike, c
     grid = inputs.spectral.grid
     halo = predictor.halo
     codes = np.asarray(predictor.codes, np.int32)
-    dtype = smallest_int_type(int(codes.max()))
+    dtype, nodata = class_map_encoding(codes.tolist())  # a class may be coded 0: then nodata is another value
     extras = [(p, name) for p, name in ((confidence, "confidence"), (entropy, "entropy")) if p is not None]
     types = [_numpy_type(dtype)] + [np.dtype(np.float32)] * len(extras)
 
@@ -326,7 +326,7 @@ def classify(predictor: Predictor, inputs: Inputs, out_map: str | os.PathLike, c
             def open_sinks():
                 stack.enter_context(gdal_cache_cap(cache))
                 if ctx.is_main:
-                    w = stack.enter_context(_open_outputs(out_map, grid, dtype, extras))
+                    w = stack.enter_context(_open_outputs(out_map, grid, dtype, extras, nodata))
                     w[0].set_categories([int(c) for c in codes],
                                         [by_code[int(c)].name if int(c) in by_code else f"class {c}" for c in codes],
                                         [by_code[int(c)].color if int(c) in by_code else "#808080" for c in codes])
@@ -357,7 +357,7 @@ def classify(predictor: Predictor, inputs: Inputs, out_map: str | os.PathLike, c
                         nxt = pool.submit(_read, inputs, *mine[k + 1], halo)
                     rep.check_cancelled()
                     out = _predict_block(predictor, inputs, block, r0, r1, halo, codes, confidence is not None,
-                                         entropy is not None)
+                                         entropy is not None, nodata)
                     # GDAL is never used by two threads at once: the read of the next block ends before
                     # this one is written (a read that evicts another dataset's dirty tiles writes them
                     # from its thread: pixels were lost that way), which also fixes the order of GDAL's
@@ -394,7 +394,7 @@ def classify(predictor: Predictor, inputs: Inputs, out_map: str | os.PathLike, c
 
 
 def _predict_block(predictor: Predictor, inputs: Inputs, block: _Block, r0: int, r1: int, halo: int,
-                   codes: np.ndarray, confidence: bool, entropy: bool) -> list[np.ndarray]:
+                   codes: np.ndarray, confidence: bool, entropy: bool, nodata: int = MAP_NODATA) -> list[np.ndarray]:
     """The arrays written for rows [r0, r1): the map (int32), then confidence and entropy if asked."""
     grid = inputs.spectral.grid
     arrays = list(block.arrays)
@@ -415,7 +415,7 @@ def _predict_block(predictor: Predictor, inputs: Inputs, block: _Block, r0: int,
         valid &= np.isfinite(inner).all(0)
     del arrays, spec, sar, feats
     best = probs.argmax(0)
-    out = [np.where(valid, codes[best], MAP_NODATA).astype(np.int32)]
+    out = [np.where(valid, codes[best], nodata).astype(np.int32)]
     del best
     if confidence:
         out.append(np.where(valid, probs.max(0), np.nan).astype(np.float32))
@@ -577,10 +577,10 @@ def _entropy(probs: np.ndarray) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _open_outputs(out_map, grid, dtype, extras):
+def _open_outputs(out_map, grid, dtype, extras, nodata: int = MAP_NODATA):
     """Open the map and the optional float rasters; each is renamed into place only on success."""
     with contextlib.ExitStack() as es:
-        writers = [es.enter_context(create_raster(out_map, grid, 1, dtype, MAP_NODATA, ["class"]))]
+        writers = [es.enter_context(create_raster(out_map, grid, 1, dtype, nodata, ["class"]))]
         for path, name in extras:
             writers.append(es.enter_context(create_raster(path, grid, 1, gdal.GDT_Float32, float("nan"), [name])))
         yield writers

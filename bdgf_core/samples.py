@@ -4,14 +4,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from .errors import BdgfError
-from .groundtruth import GroundTruth, load_ground_truth, merge_fixed
+from .groundtruth import GroundTruth, load_ground_truth, merge_fixed, require_two_classes
 from .normalise import band_stats
 from .progress import Reporter
-from .raster import RasterSource
+from .raster import RasterSource, RasterStack, open_stack
 from .sampling import Split, split_fixed, split_samples
 
 
@@ -28,13 +29,16 @@ class TrainingData:
         return [c.code for c in self.gt.classes]
 
 
-def open_inputs(spectral: str | os.PathLike, sar: str | os.PathLike, rep: Reporter) -> tuple[RasterSource, RasterSource]:
-    """The spectral raster defines the grid; the SAR is aligned onto it (resampled if needed)."""
-    spec = RasterSource(spectral, what="spectral raster")
+def open_inputs(spectral: str | os.PathLike | Sequence[str | os.PathLike],
+                sar: str | os.PathLike | Sequence[str | os.PathLike], rep: Reporter,
+                sar_resampling: str = "bilinear") -> tuple[RasterSource | RasterStack, RasterSource | RasterStack]:
+    """The spectral raster(s) define the grid (the first file's); the SAR raster(s) are aligned onto it
+    (resampled if needed, see :class:`bdgf_core.raster.RasterSource`). Several files are stacked band-wise."""
+    spec = open_stack(spectral, what="spectral raster", log=rep.warning)
     if spec.bands < 2:
         raise BdgfError(f"the spectral raster {spec.path.name} has {spec.bands} band; a spectral raster needs at "
                         "least 2 bands (did you swap the spectral and SAR inputs?)")
-    sar_src = RasterSource(sar, spec.grid, what="SAR raster", log=rep.warning)
+    sar_src = open_stack(sar, spec.grid, what="SAR raster", resampling=sar_resampling, log=rep.warning)
     if sar_src.bands > spec.bands:
         raise BdgfError(f"the spectral raster {spec.path.name} has {spec.bands} bands but the SAR raster "
                         f"{sar_src.path.name} has {sar_src.bands}; did you swap the spectral and SAR inputs?")
@@ -59,7 +63,8 @@ def values_at(src: RasterSource, flat: np.ndarray, strip_rows: int = 256) -> np.
 def prepare_training(spectral: str, sar: str, groundtruth: str, class_field: str, samples_per_class: int,
                      split: str, seed: int, validation_share: float, block_size: int, rep: Reporter,
                      layer: str | None = None, test_groundtruth: str | None = None,
-                     test_layer: str | None = None) -> TrainingData:
+                     test_layer: str | None = None, sar_resampling: str = "bilinear",
+                     class_name_field: str | None = None, unlabelled_value: float | None = None) -> TrainingData:
     """Open the inputs, read the ground truth onto the spectral grid and split it.
 
     With ``test_groundtruth`` (polygons or a label raster) the training ground truth is used whole
@@ -68,18 +73,21 @@ def prepare_training(spectral: str, sar: str, groundtruth: str, class_field: str
     """
     if test_layer and not test_groundtruth:
         raise BdgfError("a test layer name was given without a test ground truth; give --test-groundtruth too")
-    spec, sar_src = open_inputs(spectral, sar, rep)
-    gt = load_ground_truth(groundtruth, spec.grid, class_field, layer)
-    rep.info(f"ground truth: {len(gt.classes)} classes, {int((gt.labels > 0).sum())} labelled pixels")
+    spec, sar_src = open_inputs(spectral, sar, rep, sar_resampling)
+    gt = load_ground_truth(groundtruth, spec.grid, class_field, layer, class_name_field=class_name_field,
+                           unlabelled_value=unlabelled_value)
+    require_two_classes(gt)
+    rep.info(f"ground truth: {len(gt.classes)} classes, {int(gt.labelled.sum())} labelled pixels")
     test_gt = None
     if test_groundtruth:
-        test_gt = load_ground_truth(test_groundtruth, spec.grid, class_field, test_layer, classes=gt.classes)
-        rep.info(f"test ground truth: {len(test_gt.classes)} classes, {int((test_gt.labels > 0).sum())} labelled "
+        test_gt = load_ground_truth(test_groundtruth, spec.grid, class_field, test_layer, classes=gt.classes,
+                                    class_name_field=class_name_field, unlabelled_value=unlabelled_value)
+        rep.info(f"test ground truth: {len(test_gt.classes)} classes, {int(test_gt.labelled.sum())} labelled "
                  "pixels")
         train_gt, gt = gt, merge_fixed(gt, test_gt)
     # Labelled pixels where an input is nodata cannot be used.
-    labelled = gt.labels if test_gt is None else np.maximum(gt.labels, test_gt.labels)
-    flat = np.flatnonzero(labelled.ravel() > 0)
+    labelled = gt.labelled if test_gt is None else gt.labelled | test_gt.labelled
+    flat = np.flatnonzero(labelled.ravel())
     ok = np.isfinite(values_at(spec, flat)).all(1) & np.isfinite(values_at(sar_src, flat)).all(1)
     if not ok.any():
         raise BdgfError("every labelled pixel is nodata in the spectral or SAR raster; check the inputs' nodata "

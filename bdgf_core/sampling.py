@@ -43,7 +43,7 @@ def split_samples(gt: GroundTruth, samples_per_class: int, strategy: str = "poly
     """Split the labelled pixels of ``gt`` (optionally only where ``valid``) into train/val/test."""
     _check(strategy, samples_per_class, validation_share, test_share, block_size)
     labels = gt.labels.ravel()
-    lab_ok = labels > 0
+    lab_ok = gt.labelled.ravel()
     if valid is not None:
         lab_ok &= valid.ravel()
     rng = np.random.default_rng(seed)
@@ -215,7 +215,7 @@ def split_fixed(train: GroundTruth, test: GroundTruth, samples_per_class: int, s
     names = {c.code: c.name for c in train.classes}
     tr_lab, te_lab = train.labels.ravel(), test.labels.ravel()
     ok = np.ones(tr_lab.size, bool) if valid is None else valid.ravel().astype(bool)
-    tr_ok, te_ok = ok & (tr_lab > 0), ok & (te_lab > 0)
+    tr_ok, te_ok = ok & train.labelled.ravel(), ok & test.labelled.ravel()
     both = tr_ok & te_ok
     if both.any():
         warnings.append(f"{int(both.sum())} pixels are labelled in both the training and the test layer; they "
