@@ -57,8 +57,9 @@ class _Lock:
             if not _try_lock(fd):
                 holder = _read_holder(fd)
                 os.close(fd)
-                raise BdgfError(f"another run{holder} is writing {self.dest} (or resuming its checkpoint); wait "
-                                f"for it to finish, or choose another output file")
+                also = " (or resuming its checkpoint)" if checkpoint_path(self.dest).exists() else ""
+                raise BdgfError(f"another run{holder} is writing {self.dest}{also}; wait for it to finish, or "
+                                "choose another output file")
             # The holder before us may have removed the file after we opened it: a lock on a
             # removed file protects nothing, so check that the name still leads to our file.
             try:
