@@ -155,7 +155,7 @@ def ref(tmp_path_factory):
     r = {"root": root, "spectral": s.spectral, "sar": s.sar, "gt": s.groundtruth,
          "big_spectral": b.spectral, "big_sar": b.sar, "big_gt": b.groundtruth}
     # the first fork starts the forkserver (imports torch): not part of the durations measured below
-    forked_ok(["generate-scene", "--out-dir", root / "warm-up", "--size", "8", "--bands", "2"], root / "warm-up.log")
+    forked_ok(["generate-scene", "--out-dir", root / "warm-up", "--size", "16", "--bands", "2"], root / "warm-up.log")
     t0 = time.monotonic()
     forked_ok(["pretrain", "--spectral", s.spectral, "--sar", s.sar, *PRETRAIN, "--model", out / "d.bdgf",
                "--features", out / "f.tif"], root / "pretrain.log")
