@@ -53,7 +53,9 @@ class Reporter:
             if exc.errno not in (errno.EPIPE, errno.EINVAL):  # EINVAL: a closed pipe on Windows
                 raise
             self._orphan()
-            if obj.get("event") not in ("error", "result"):
+            # A progress line comes from inside the work: stop it here. Messages may also come from a
+            # clean-up or after the work, where raising would do harm: the flag stops the next step.
+            if obj.get("event") == "progress":
                 raise Cancelled("the program reading this run's progress ended; no output was written") from None
 
     def _orphan(self) -> None:
