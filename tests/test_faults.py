@@ -229,31 +229,73 @@ def _stage_argv(stage: str, r: dict, folder: Path) -> tuple[list[str], list[str]
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
 def test_the_runtime_ends_with_its_parent(ref, tmp_path, sig, stage):
     """QGIS (here the real bridge in a parent process) killed mid-run: the runtime, and torchrun's
-    agent and workers, stop within seconds and leave what a cancel leaves."""
+    agent and workers, stop within seconds and leave what a cancel leaves (exit status 130, the
+    checkpoint). The test process adopts the orphans (a child subreaper) to read that status:
+    before issue 18 the runtime died of its next progress line on the closed pipe (status 1)."""
     argv, expected = _stage_argv(stage, ref, tmp_path)
     tag = uuid.uuid4().hex
     env = dict(os.environ, **ENV, **{TAG: tag})
-    parent = subprocess.Popen([sys.executable, str(HELPERS), "parent", *argv], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
-    seen = []
-    after = 5.0 if stage in ("train", "torchrun") else 0.0  # train: 0-5 % are the samples, then epochs
-    for line in parent.stdout:  # the stage is running once its progress arrived
-        seen.append(line)
-        if line.startswith("progress ") and float(line.split()[1]) > after:
-            break
-    else:
-        pytest.fail("the run ended before the parent could be killed: " + "".join(seen[-20:]))
-    t0 = time.monotonic()
-    os.kill(parent.pid, getattr(signal, sig))
-    parent.wait(10)
-    parent.stdout.close()
-    strays, seconds = wait_gone(tag, 20.0)
+    _subreaper(True)
+    runtime_pid, code = None, None
+    try:
+        parent = subprocess.Popen([sys.executable, str(HELPERS), "parent", *argv], cwd=ROOT, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+        seen = []
+        after = 5.0 if stage in ("train", "torchrun") else 0.0  # train: 0-5 % are the samples, then epochs
+        for line in parent.stdout:  # the stage is running once its progress arrived
+            seen.append(line)
+            if line.startswith("progress ") and float(line.split()[1]) > after:
+                break
+        else:
+            pytest.fail("the run ended before the parent could be killed: " + "".join(seen[-20:]))
+        runtime_pid = next(p for p in tagged_pids(tag) if _ppid(p) == parent.pid)
+        t0 = time.monotonic()
+        os.kill(parent.pid, getattr(signal, sig))
+        parent.wait(10)
+        parent.stdout.close()
+        while code is None and time.monotonic() - t0 < 20:  # adopted once its parent is gone
+            try:
+                pid, status = os.waitpid(runtime_pid, os.WNOHANG)
+            except ChildProcessError:
+                pid = 0
+            if pid:
+                code = os.waitstatus_to_exitcode(status)
+            else:
+                time.sleep(0.05)
+        strays, _ = wait_gone(tag, 20.0)  # torchrun's workers too
+        seconds = time.monotonic() - t0
+    finally:
+        _subreaper(False)
+        _reap(tag)
     left = sorted(p.name for p in tmp_path.iterdir())
-    record(f"parent killed ({sig})", stage, 1, int(left == expected), strays, time.monotonic() - t0,
-           f"runtime gone after {seconds:.1f} s")
+    cancelled = code == 130 or stage == "torchrun"  # torchrun's agent reports its workers' failure its own way
+    record(f"parent killed ({sig})", stage, 1, int(left == expected and cancelled), strays, time.monotonic() - t0,
+           f"all its processes gone {seconds:.1f} s after the parent's death; the runtime's exit status {code}")
     assert strays == 0, f"{strays} processes of the run outlived its parent"
     assert seconds < 15, f"the runtime took {seconds:.1f} s to end"
+    assert cancelled, f"the runtime ended with status {code}, not as a cancel (130)"
     assert left == expected, left
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def _subreaper(on: bool) -> None:
+    """Make this process the one orphaned descendants are given to (Linux), to read their status."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(36, int(on), 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def _reap(tag: str) -> None:
+    """Collect the adopted processes of a run (zombies would otherwise look alive to other tests)."""
+    for pid in tagged_pids(tag):
+        with _suppress():  # not ours: its parent reaps it
+            os.waitpid(pid, os.WNOHANG)
 
 
 def _lifeline_run(tmp_path: Path, ref: dict, **popen) -> subprocess.Popen:
