@@ -13,6 +13,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -46,9 +47,8 @@ def render(rows: list[dict], seconds: float, code: int, command: str) -> str:
         "|---|---|---:|---:|---:|---:|---|",
     ]
     for r in rows:
-        note = str(r.get("note", "")).replace("|", "/")
-        for folder in (tempfile.gettempdir(),):  # test folders are noise in a table
-            note = note.replace(folder + "/", "")
+        # the tests' temporary folders are noise in a table
+        note = re.sub(r"\S*/pytest-of-[^/]+/pytest-\d+/[^/]+/", "", str(r.get("note", ""))).replace("|", "/")
         lines.append(f"| {r['fault']} | {r['stage']} | {r['tried']} | {r['intact']} | {r['strays']} | "
                      f"{r['seconds']:.1f} | {note} |")
     lines += [
@@ -74,18 +74,28 @@ def render(rows: list[dict], seconds: float, code: int, command: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "docs" / "FAULTS.md"))
+    ap.add_argument("--rows", default=None, help="keep the recorded rows in this file (JSON lines)")
+    ap.add_argument("--from-rows", default=None, help="render rows recorded earlier, without running the suite")
     ap.add_argument("pytest_args", nargs="*")
     args = ap.parse_args(argv)
     from bdgf_core.atomic import atomic_output
 
-    with tempfile.TemporaryDirectory() as tmp:
-        rec = Path(tmp) / "rows.jsonl"
-        env = dict(os.environ, BDGF_FAULTS_RECORD=str(rec), QT_QPA_PLATFORM="offscreen")
-        t0 = time.monotonic()
-        code = subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                str(ROOT / "tests" / "test_faults.py"), *args.pytest_args], cwd=ROOT, env=env)
-        seconds = time.monotonic() - t0
-        rows = [json.loads(x) for x in rec.read_text().splitlines()] if rec.exists() else []
+    if args.from_rows:
+        lines = Path(args.from_rows).read_text().splitlines()
+        meta, rows = json.loads(lines[0]), [json.loads(x) for x in lines[1:]]
+        seconds, code = meta["seconds"], meta["code"]
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            rec = Path(tmp) / "rows.jsonl"
+            env = dict(os.environ, BDGF_FAULTS_RECORD=str(rec), QT_QPA_PLATFORM="offscreen")
+            t0 = time.monotonic()
+            code = subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                    str(ROOT / "tests" / "test_faults.py"), *args.pytest_args], cwd=ROOT, env=env)
+            seconds = time.monotonic() - t0
+            rows = [json.loads(x) for x in rec.read_text().splitlines()] if rec.exists() else []
+        if args.rows:
+            Path(args.rows).write_text("\n".join(json.dumps(x) for x in
+                                                [{"seconds": seconds, "code": code}, *rows]) + "\n")
     text = render(rows, seconds, code, "python scripts/fault_report.py")
     with atomic_output(args.out) as part:
         part.write_text(text, encoding="utf-8")
