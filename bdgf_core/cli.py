@@ -6,6 +6,7 @@ final result, 1 with a one-line error naming the problem and the fix, 130 when c
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import datetime as _dt
 import platform
@@ -162,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if int(os.environ.get("RANK", "0") or 0) > 0:  # a non-main torchrun process: errors only
         rep.quiet_rank(int(os.environ["RANK"]))
     rep.install_signal_handlers()
+    _faults_startup()
     started = time.time()
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and args.command not in ("pretrain", "train", "classify"):
         rep.error(f"'{args.command}' runs in one process; only 'pretrain', 'train' and 'classify' run under torchrun "
@@ -169,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     try:
         paths.refuse_outputs_over_inputs(args.command, args)
-        outputs = COMMANDS[args.command](args, rep)
+        with _output_locks(args, rep):
+            outputs = COMMANDS[args.command](args, rep)
     except Cancelled as exc:
         # Under torchrun the other processes are stopped with SIGTERM when one fails: only rank 0
         # reports a cancel, so the failing rank's message is the one the user sees.
@@ -181,6 +184,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except MemoryError:
         rep.error("out of memory; lower the memory budget, the batch size or the tile size")
+        return EXIT_ERROR
+    except OSError as exc:
+        if exc.errno not in _SPACE_ERRNOS:
+            traceback.print_exc(file=sys.stderr)
+            rep.error(f"internal error: {type(exc).__name__}: {exc} (please report it with the log)")
+            return EXIT_ERROR
+        where = f" while writing {exc.filename}" if exc.filename else ""
+        rep.error(f"no space left{where} ({exc.strerror}); free some space or choose an output folder on "
+                  "another disk")
         return EXIT_ERROR
     except Exception as exc:  # an unexpected failure still ends with one line, the details to stderr
         traceback.print_exc(file=sys.stderr)
@@ -196,6 +208,30 @@ def main(argv: list[str] | None = None) -> int:
             rep.warning(f"could not write the run log {log} ({exc})")
     rep.result(outputs)
     return 0
+
+
+# -- faults (issue 18): the run ends with its parent, one run per output, space errors in one line ---
+
+_SPACE_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _faults_startup() -> None:
+    from .atomic import ignore_file_size_signal
+    from .lifeline import install
+
+    ignore_file_size_signal()
+    install()
+
+
+def _output_locks(args, rep: Reporter):
+    """Lock the command's outputs (rank 0 alone writes them, so it alone locks)."""
+    import contextlib
+
+    from .locks import hold, outputs_of
+
+    if rep.rank:
+        return contextlib.nullcontext()
+    return hold(outputs_of(args.command, args))
 
 
 # ---------------------------------------------------------------------------------------------

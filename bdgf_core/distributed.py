@@ -12,8 +12,12 @@ of processes:
 * BatchNorm normalises with the statistics of the whole global batch: ``nn.SyncBatchNorm`` on
   CUDA, and on CPU (where PyTorch's SyncBatchNorm refuses to run) ``GlobalBatchNorm`` below,
   which all-reduces the per-channel sums with autograd;
-* only rank 0 writes checkpoints, model files, reports and progress; every rank reports its own
-  error, and torchrun ends the other ranks when one fails.
+* only rank 0 writes checkpoints, model files, reports and progress (and locks the outputs,
+  bdgf_core/locks.py); every rank reports its own error, and torchrun ends the other ranks when
+  one fails;
+* every worker ends with its agent (the parent-death signal; torchrun starts each worker in a
+  session of its own, out of reach of a signal to the agent's group) and, when QGIS started the
+  job, with QGIS (the stdin pipe the workers inherit): bdgf_core/lifeline.py.
 """
 from __future__ import annotations
 

@@ -584,6 +584,8 @@ def _open_outputs(out_map, grid, dtype, extras, nodata: int = MAP_NODATA):
         for path, name in extras:
             writers.append(es.enter_context(create_raster(path, grid, 1, gdal.GDT_Float32, float("nan"), [name])))
         yield writers
+        for w in writers:  # all complete on disk before the first rename: a full disk leaves none of them
+            w.close()
 
 
 def write_qml(dest: Path, classes: Sequence[ClassInfo]) -> Path:

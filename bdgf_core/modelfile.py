@@ -40,7 +40,7 @@ def save_model(path: str | os.PathLike, kind: str, tensors: Mapping[str, Any], m
             t = t.detach().cpu().contiguous().numpy()
         arrays[name] = np.ascontiguousarray(t)
     header = {"format": FORMAT, "version": VERSION, "kind": kind, **meta, "tensors_sha256": tensors_digest(arrays)}
-    with atomic_output(path) as tmp:
+    with atomic_output(path, size_hint=sum(a.nbytes for a in arrays.values())) as tmp:
         save_file(arrays, str(tmp), metadata={"bdgf": json.dumps(header)})
     return Path(path)
 

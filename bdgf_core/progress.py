@@ -1,12 +1,18 @@
 """Progress and messages for long work: JSON lines for QGIS, a bar in a terminal, or nothing.
 
 The QGIS bridge reads one JSON object per stdout line:
-``{"event": "progress", "percent": 12.5}``, ``{"event": "info"|"warning"|"error", "message": ...}``
-and a final ``{"event": "result", "outputs": {...}}``.
+``{"event": "progress", "percent": 12.5, "message": "epoch 3/30: loss 0.41"}`` (the message only
+when the stage gives one), ``{"event": "info"|"warning"|"error", "message": ...}`` and a final
+``{"event": "result", "outputs": {...}}``.
+
+When the reader of those lines is gone (the pipe is closed: QGIS ended), the run is cancelled
+as by SIGTERM instead of failing at a random write; see also bdgf_core/lifeline.py.
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
 import signal
 import sys
 import time
@@ -26,6 +32,7 @@ class Reporter:
         self.root = root or self
         self._last_bar = 0.0
         self.cancel_requested = False
+        self.orphaned = False
         self.messages: list[str] = [] if root is None else root.messages
         self.rank = 0  # under torchrun: only rank 0 reports; the others report their errors only
 
@@ -36,8 +43,32 @@ class Reporter:
 
     # -- messages -----------------------------------------------------------------------
     def _emit(self, obj: dict) -> None:
-        self.root.stream.write(json.dumps(obj) + "\n")
-        self.root.stream.flush()
+        root = self.root
+        if root.orphaned:
+            return
+        try:
+            root.stream.write(json.dumps(obj) + "\n")
+            root.stream.flush()
+        except OSError as exc:
+            if exc.errno not in (errno.EPIPE, errno.EINVAL):  # EINVAL: a closed pipe on Windows
+                raise
+            self._orphan()
+            # A progress line comes from inside the work: stop it here. Messages may also come from a
+            # clean-up or after the work, where raising would do harm: the flag stops the next step.
+            if obj.get("event") == "progress":
+                raise Cancelled("the program reading this run's progress ended; no output was written") from None
+
+    def _orphan(self) -> None:
+        """Nobody reads stdout any more: stop writing (also at exit) and cancel the run."""
+        root = self.root
+        root.orphaned = True
+        root.cancel_requested = True
+        try:  # the interpreter's last flush of stdout would fail again, with a traceback
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, root.stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
 
     def info(self, message: str) -> None:
         self.messages.append(message)
@@ -88,7 +119,10 @@ class Reporter:
         if root.rank:
             return
         if root.mode == "json":
-            self._emit({"event": "progress", "percent": round(pct, 2)})
+            event: dict = {"event": "progress", "percent": round(pct, 2)}
+            if message:
+                event["message"] = str(message)
+            self._emit(event)
         elif root.mode == "bar":
             now = time.monotonic()
             if now - root._last_bar > 0.2 or pct >= 100:
@@ -123,6 +157,10 @@ class Reporter:
         """SIGTERM (QGIS cancel) and SIGINT (Ctrl-C) cancel the run cleanly."""
 
         def handler(signum: int, frame: Any) -> None:
+            if signum == signal.SIGTERM and self.root.cancel_requested:
+                # already cancelling (the lifeline and the parent-death signal may both send
+                # one): a second exception would cut short the clean-up of the first
+                return
             self.root.cancel_requested = True
             raise Cancelled()
 

@@ -513,7 +513,8 @@ class RasterWriter:
 def create_raster(dest: str | os.PathLike, grid: Grid, bands: int, data_type: int, nodata: float | None,
                   band_names: Sequence[str] | None = None) -> Iterator[RasterWriter]:
     """Create ``dest`` atomically: a partial file until the block closes without error."""
-    with atomic_output(dest) as tmp:
+    size = grid.width * grid.height * bands * gdal.GetDataTypeSize(data_type) // 8  # uncompressed: at most
+    with atomic_output(dest, size_hint=size) as tmp:
         w = RasterWriter(tmp, grid, bands, data_type, nodata, band_names)
         try:
             yield w

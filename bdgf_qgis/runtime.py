@@ -14,6 +14,16 @@ Other standard output lines and all standard error lines are shown in the log. C
 terminates the child (SIGTERM, then SIGKILL after a second) and removes the partial files it
 may have left beside the known outputs. Whatever the child does (crash, out-of-memory kill),
 QGIS gets a ``QgsProcessingException``, never a crash.
+
+The runtime ends with QGIS (issue 18): its standard input is a pipe the bridge never writes and
+holds open until the run ends; when QGIS ends, however it ends, the pipe closes and the runtime
+cancels itself (``BDGF_LIFELINE=stdin``, bdgf_core/lifeline.py; on Linux also the parent-death
+signal). That signal fires when the *thread* that started the child ends: the thread that calls
+:func:`run_process` waits in it until the child has ended, so it always outlives the child.
+
+Progress messages of the runtime (``epoch 3/30: loss 0.41``) are shown as the dialog's progress
+text with the elapsed time and an estimate of the time left, at most twice a second, and in the
+log at most every ``LOG_EVERY_S`` seconds (the last one at the end), so a fast loop does not flood it.
 """
 from __future__ import annotations
 
@@ -34,11 +44,16 @@ from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsSettings
 
 SETTING_PYTHON = "BDGF_PYTHON"
 ENV_PYTHON = "BDGF_PYTHON"
+ENV_LIFELINE = "BDGF_LIFELINE"  # must match bdgf_core.lifeline
+ENV_PARENT_PID = "BDGF_PARENT_PID"
 PARTIAL_TAG = ".bdgf-partial"  # must match bdgf_core.atomic.PARTIAL_TAG
 POLL_S = 0.1
 TERMINATE_GRACE_S = 1.0
 STDERR_TAIL = 20
 CANCELLED_EXIT = 130
+TEXT_EVERY_S = 0.5
+LOG_EVERY_S = 10.0
+ETA_AFTER_S = 3.0  # no estimate of the time left before this much has run, nor below 1 %
 
 SETTINGS_HINT = ("run `make install` in the plugin's folder, or set the BDGF_PYTHON setting "
                  "(Settings > Options > Processing > Providers > BDGF) to the Python interpreter "
@@ -157,14 +172,59 @@ def _describe_exit(code: int) -> str:
     return f"exited with code {code}"
 
 
+def format_duration(seconds: float) -> str:
+    """45 s, 3 min 05 s, 1 h 02 min."""
+    s = int(round(max(0.0, seconds)))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
 class _Run:
     """State of one child process while its output is read."""
 
-    def __init__(self, feedback: QgsProcessingFeedback) -> None:
+    def __init__(self, feedback: QgsProcessingFeedback, clock=time.monotonic) -> None:
         self.feedback = feedback
         self.result: Optional[Dict[str, Any]] = None
         self.error: Optional[str] = None
         self.stderr_tail: collections.deque = collections.deque(maxlen=STDERR_TAIL)
+        self.clock = clock
+        self.started = clock()
+        self.text_at = self.log_at = -1e9
+        self.unlogged: Optional[str] = None  # the last progress message not yet in the log
+        self.first: Optional[tuple] = None  # (time, percent) of the first progress: start-up is not work
+
+    def progress_text(self, percent: float, message: str) -> None:
+        """The dialog's progress text (rate-limited), and now and then the message in the log."""
+        now = self.clock()
+        elapsed = now - self.started
+        if self.first is None:
+            self.first = (now, percent)
+        if message:
+            self.unlogged = message
+            if now - self.log_at >= LOG_EVERY_S:
+                self.log_at = now
+                self.unlogged = None
+                self.feedback.pushInfo(f"{message} ({format_duration(elapsed)} elapsed)")
+        if now - self.text_at < TEXT_EVERY_S and percent < 100.0:
+            return
+        self.text_at = now
+        timing = f"{format_duration(elapsed)} elapsed"
+        t0, p0 = self.first
+        if now - t0 >= ETA_AFTER_S and percent - p0 >= 1.0 and percent < 100.0:  # the rate since work began
+            timing += f", about {format_duration((now - t0) * (100.0 - percent) / (percent - p0))} left"
+        text = f"{message} ({timing})" if message else f"{percent:.0f} % ({timing})"
+        setter = getattr(self.feedback, "setProgressText", None)
+        if setter is not None:
+            setter(text)
+
+    def flush_log(self) -> None:
+        """The last progress message into the log (the final epoch's loss and accuracy)."""
+        if self.unlogged:
+            self.feedback.pushInfo(f"{self.unlogged} ({format_duration(self.clock() - self.started)} elapsed)")
+            self.unlogged = None
 
     def handle(self, kind: str, line: str) -> None:
         fb = self.feedback
@@ -185,14 +245,17 @@ class _Run:
         name = event.get("event")
         if name == "progress":
             try:
-                fb.setProgress(max(0.0, min(100.0, float(event.get("percent", 0.0)))))
+                percent = max(0.0, min(100.0, float(event.get("percent", 0.0))))
             except (TypeError, ValueError):
-                pass
+                return
+            fb.setProgress(percent)
+            self.progress_text(percent, str(event.get("message") or "").strip())
         elif name == "info":
             fb.pushInfo(str(event.get("message", "")))
         elif name == "warning":
             fb.pushWarning(str(event.get("message", "")))
         elif name == "result":
+            self.flush_log()
             outputs = event.get("outputs")
             self.result = dict(outputs) if isinstance(outputs, dict) else {}
         elif name == "error":
@@ -242,9 +305,12 @@ def run_process(argv: Sequence[str], feedback: Optional[QgsProcessingFeedback], 
         kwargs["creationflags"] = getattr(subprocess, "CREATE_NO_WINDOW", 0)
     else:
         kwargs["start_new_session"] = True  # own process group: cancel reaches its workers
+    # The lifeline: a pipe as stdin, never written, closed by the system when QGIS ends.
+    env = dict(os.environ if env is None else env)
+    env.update({ENV_LIFELINE: "stdin", ENV_PARENT_PID: str(os.getpid())})
     try:
         proc = subprocess.Popen(  # nosec B603 - argv list built by the plugin, no shell
-            list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            list(argv), cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace", bufsize=1, **kwargs)
     except OSError as exc:
         raise QgsProcessingException(f"{label} could not be started ({argv[0]}: {exc.strerror or exc}); "
@@ -288,7 +354,7 @@ def run_process(argv: Sequence[str], feedback: Optional[QgsProcessingFeedback], 
         remove_partials(outputs, feedback)
         raise
     finally:
-        for stream in (proc.stdout, proc.stderr):
+        for stream in (proc.stdout, proc.stderr, proc.stdin):  # stdin last: the child has ended
             with contextlib.suppress(Exception):
                 stream.close()
 

@@ -13,6 +13,11 @@ Usage: python fake_runtime.py MODE [ARG ...]
     crash                       a few stderr lines, then kills itself with SIGKILL
     exit CODE                   stderr lines, then exits with CODE and no error event
     noresult                    progress only; exit 0 without a result event
+    epochs N DELAY              N progress events with an "epoch i/N: loss ..." message, DELAY seconds
+                                apart, then a result event
+    lifeline                    reports (as the result) what the runtime's lifeline would watch: the
+                                BDGF_LIFELINE variable, whether stdin is a pipe, and whether it is
+                                still open (no end of file within 0.3 s)
     [-m torch.distributed.run OPTIONS] -m bdgf_core COMMAND --progress json ARGS...
                                 pretends to be the runtime: appends {"command", "args"} as one
                                 JSON line to $FAKE_BDGF_LOG (when set) and reports outputs taken
@@ -119,6 +124,23 @@ def main(argv):
         print("Traceback (most recent call last):", file=sys.stderr, flush=True)
         print("RuntimeError: something broke", file=sys.stderr, flush=True)
         return int(argv[1])
+    if mode == "epochs":
+        n, delay = int(argv[1]), float(argv[2])
+        for i in range(1, n + 1):
+            time.sleep(delay)
+            emit(event="progress", percent=100.0 * i / n, message=f"epoch {i}/{n}: loss {1.0 / i:.4f}")
+        emit(event="result", outputs={"epochs": n})
+        return 0
+    if mode == "lifeline":
+        import select
+        import stat
+
+        pipe = stat.S_ISFIFO(os.fstat(0).st_mode)
+        readable = select.select([0], [], [], 0.3)[0]  # a closed pipe or /dev/null is readable (EOF) at once
+        emit(event="result", outputs={"variable": os.environ.get("BDGF_LIFELINE"), "pipe": pipe,
+                                      "open": pipe and not readable,
+                                      "parent": os.environ.get("BDGF_PARENT_PID") == str(os.getppid())})
+        return 0
     if mode == "noresult":
         emit(event="progress", percent=100.0)
         return 0

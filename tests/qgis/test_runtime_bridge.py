@@ -194,3 +194,54 @@ def test_child_env_and_argv():
     argv = runtime.runtime_argv("py", "classify", ["--out", "m.tif"])
     assert argv == ["py", "-m", "bdgf_core", "classify", "--progress", "json", "--out", "m.tif"]
     assert runtime.plugin_dir() == REPO
+
+
+class TextFeedback(RecordingFeedback):
+    """Also keeps the dialog's progress text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list = []
+
+    def setProgressText(self, text):  # noqa: N802
+        self.texts.append(text)
+
+
+def test_the_runtime_gets_a_lifeline_to_the_bridge(feedback):
+    """stdin is a pipe the bridge holds open for the whole run (it closes when QGIS ends), and
+    the runtime is told to watch it (issue 18); it was /dev/null, at end of file at once."""
+    result = runtime.run_process(fake("lifeline"), feedback)
+    assert result == {"variable": "stdin", "pipe": True, "open": True, "parent": True}
+
+
+def test_progress_messages_reach_the_dialog_with_elapsed_time_without_flooding_the_log():
+    """issue 17: the runtime's 'epoch n/N: loss' lines become the dialog's progress text (at most
+    twice a second) with the elapsed time; the log gets one now and then, and the last one."""
+    feedback = TextFeedback()
+    runtime.run_process(fake("epochs", "40", "0.03"), feedback)  # 40 messages in about 1.2 s
+    assert feedback.texts, "no progress text reached the dialog"
+    assert all("epoch" in t and "elapsed" in t for t in feedback.texts), feedback.texts
+    assert len(feedback.texts) <= 6, feedback.texts  # rate-limited (and the 100 % one)
+    assert feedback.texts[-1].startswith("epoch 40/40: loss 0.0250 (")
+    logged = [i for i in feedback.infos if i.startswith("epoch ")]
+    assert logged[0].startswith("epoch 1/40") and logged[-1].startswith("epoch 40/40") and len(logged) == 2, logged
+
+
+def test_progress_text_estimates_the_time_left_from_the_rate_since_work_began():
+    clock = [100.0]
+    feedback = TextFeedback()
+    run = runtime._Run(feedback, clock=lambda: clock[0])
+    clock[0] += 30.0  # start-up (imports, reading) is not counted in the rate
+    run.handle("stdout", '{"event": "progress", "percent": 10, "message": "epoch 1/10"}')
+    assert feedback.texts[-1] == "epoch 1/10 (30 s elapsed)"  # no estimate yet
+    clock[0] += 60.0
+    run.handle("stdout", '{"event": "progress", "percent": 40, "message": "epoch 4/10"}')
+    # 30 % in 60 s: the 60 % left take 2 min
+    assert feedback.texts[-1] == "epoch 4/10 (1 min 30 s elapsed, about 2 min 00 s left)"
+    clock[0] += 0.1
+    run.handle("stdout", '{"event": "progress", "percent": 41}')
+    assert len(feedback.texts) == 2  # rate-limited
+    clock[0] += 1.0
+    run.handle("stdout", '{"event": "progress", "percent": 55}')
+    assert feedback.texts[-1].startswith("55 % (1 min 31 s elapsed, about ")
+    assert runtime.format_duration(7322) == "2 h 02 min"
