@@ -182,7 +182,7 @@ def cmd_generate_scene(args, rep: Reporter) -> dict:
     s = generate_scene(args.out_dir, size=args.size, bands=args.bands, seed=args.seed, variant=args.variant)
     rep.progress(1.0)
     return {"spectral": str(s.spectral), "sar": str(s.sar), "groundtruth": str(s.groundtruth),
-            "class_field": s.class_field}
+            "reference": str(s.reference), "class_field": s.class_field}
 
 
 def run_info(device: str = "cpu") -> dict:
