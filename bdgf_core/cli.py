@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--trees", type=positive_int, default=200)
     b.add_argument("--features", choices=["pixel", "mean3", "mean9"], default="pixel",
                    help="what the forest sees of each pixel: its own values, or every band's mean over a 3 x 3 or "
-                        "9 x 9 window around it (spatial context; often much better at no cost)")
+                        "9 x 9 window around it (spatial context, as a focal-mean tool gives)")
 
     c = sub.add_parser("classify", parents=[common], help="classify rasters with a model, block by block")
     c.add_argument("--model", required=True)
@@ -437,7 +437,7 @@ def cmd_assess(args, rep: Reporter) -> dict:
                  f"{int(ms.interior.confusion.sum())} pixels; {_pct(ms.error_boundary_share)} of the errors lie on "
                  "boundary pixels")
     body = f"<p>Map <code>{Path(args.map).name}</code>, tested on {note}.</p>" + accuracy_section(aj, colors) \
-        + (_boundary_section(aj, edges, names) if edges else "") + split_section(summary)
+        + (_boundary_section(aj, edges) if edges else "") + split_section(summary)
     write_html(args.report, "Accuracy assessment", body, subtitle=f"{Path(args.map).name}")
     out = {"report": str(args.report), "json": None, "csv": None,
            "oa": round(acc.oa, 4), "aa": round(acc.aa, 4), "kappa": round(acc.kappa, 4)}
@@ -458,7 +458,7 @@ def _pct(v: float | None) -> str:
     return "-" if v is None or not np.isfinite(v) else f"{v * 100:.1f}%"
 
 
-def _boundary_section(aj: dict, edges: dict, names: dict[int, str]) -> str:
+def _boundary_section(aj: dict, edges: dict) -> str:
     """The accuracy over all, boundary and interior pixels, per class, as one HTML table."""
     import html
 
