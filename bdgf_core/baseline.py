@@ -1,7 +1,12 @@
-"""The random-forest baseline: per-pixel spectral + SAR values, scikit-learn's forest.
+"""The random-forest baseline: per-pixel spectral + SAR values, or their window means, scikit-learn's forest.
 
 The fitted trees are stored as plain arrays in the model file (no pickle), and prediction
 walks them with numpy, so loading a model runs no code and needs no scikit-learn.
+
+Window means (``mean3``, ``mean9``): every normalised band averaged over a 3 x 3 or 9 x 9 window,
+what a careful user does by hand with a focal-mean tool before the forest; at the image edges
+the window is reflected (numpy's "reflect", as classification pads its blocks), so training and
+classification see the same values.
 """
 from __future__ import annotations
 
@@ -78,32 +83,51 @@ def forest_proba(forest: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     return (out / len(forest["roots"])).astype(np.float32)
 
 
-def pixel_features(spectral: np.ndarray, sar: np.ndarray, stats) -> np.ndarray:
+FEATURE_WINDOWS = {"pixel": 1, "mean3": 3, "mean9": 9}
+
+
+def window_means(x: np.ndarray, size: int) -> np.ndarray:
+    """(C, H, W) with a halo of size // 2 on every side -> (C, H - 2 halo, W - 2 halo) window means."""
+    if size == 1:
+        return x
+    c = np.cumsum(np.cumsum(np.pad(x.astype(np.float64), ((0, 0), (1, 0), (1, 0))), 1), 2)
+    total = c[:, size:, size:] - c[:, :-size, size:] - c[:, size:, :-size] + c[:, :-size, :-size]
+    return (total / (size * size)).astype(np.float32)
+
+
+def pixel_features(spectral: np.ndarray, sar: np.ndarray, stats, window: int = 1) -> np.ndarray:
     """(C, ...) rasters -> (N, F) normalised features, one row per pixel.
 
-    ``stats`` = (spectral mean, spectral std, SAR mean, SAR std).
+    ``stats`` = (spectral mean, spectral std, SAR mean, SAR std). With ``window`` > 1 the rasters
+    are (C, h + 2 halo, w + 2 halo) blocks with a halo of window // 2 and the features are the
+    window means of the h x w inner pixels (missing values count as 0, the scene's mean).
     """
     sm, ss, am, asd = stats
+    if window > 1:
+        x = np.nan_to_num(np.concatenate([apply(spectral, sm, ss), apply(sar, am, asd)]), nan=0.0)
+        x = window_means(x, window)
+        return x.reshape(x.shape[0], -1).T
     s = apply(spectral, sm, ss).reshape(spectral.shape[0], -1)
     a = apply(sar, am, asd).reshape(sar.shape[0], -1)
     return np.concatenate([s, a]).T
 
 
 class ForestPredictor:
-    """Predicts class probabilities for blocks of pixels (no spatial context: halo 0)."""
+    """Predicts class probabilities for blocks of pixels (halo: half the feature window, 0 per pixel)."""
 
-    halo = 0
-
-    def __init__(self, forest: dict[str, np.ndarray], spectral_mean, spectral_std, sar_mean, sar_std) -> None:
+    def __init__(self, forest: dict[str, np.ndarray], spectral_mean, spectral_std, sar_mean, sar_std,
+                 window: int = 1) -> None:
         self.forest = forest
         self.stats = (np.asarray(spectral_mean), np.asarray(spectral_std), np.asarray(sar_mean), np.asarray(sar_std))
         self.codes = forest["classes"].tolist()
+        self.window = int(window)
+        self.halo = self.window // 2
 
     def pixel_features(self, spectral: np.ndarray, sar: np.ndarray) -> np.ndarray:
-        return pixel_features(spectral, sar, self.stats)
+        return pixel_features(spectral, sar, self.stats, self.window)
 
     def predict_block(self, spectral: np.ndarray, sar: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
-        """(C_s, h, w), (C_a, h, w) -> probabilities (classes, h, w); NaN inputs are filled with 0."""
-        h, w = spectral.shape[1:]
+        """(C_s, h + 2 halo, w + 2 halo), (C_a, ...) -> probabilities (classes, h, w); NaN inputs are filled with 0."""
+        h, w = spectral.shape[1] - 2 * self.halo, spectral.shape[2] - 2 * self.halo
         x = np.nan_to_num(self.pixel_features(spectral, sar), nan=0.0)
         return forest_proba(self.forest, x).T.reshape(-1, h, w)

@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("train-baseline", parents=[common], help="train the random-forest baseline")
     training_args(b)
     b.add_argument("--trees", type=positive_int, default=200)
+    b.add_argument("--features", choices=["pixel", "mean3", "mean9"], default="pixel",
+                   help="what the forest sees of each pixel: its own values, or every band's mean over a 3 x 3 or "
+                        "9 x 9 window around it (spatial context, as a focal-mean tool gives)")
 
     c = sub.add_parser("classify", parents=[common], help="classify rasters with a model, block by block")
     c.add_argument("--model", required=True)
@@ -141,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--report", required=True, help="HTML report")
     a.add_argument("--json", default=None)
     a.add_argument("--csv", default=None)
+    a.add_argument("--boundaries", choices=["auto", "on", "off"], default="auto",
+                   help="accuracy apart on boundary pixels (near a pixel of another class) and interior pixels; "
+                        "auto: when the ground truth is a reference map labelling nearly every pixel (>= 95%%)")
+    a.add_argument("--boundary-distance", type=float, default=2.0,
+                   help="a boundary pixel lies within this many pixels (Euclidean) of another class (default 2)")
 
     from .commands_deep import add_deep_commands
     from .commands_data import add_data_commands
@@ -243,7 +251,7 @@ def cmd_generate_scene(args, rep: Reporter) -> dict:
     s = generate_scene(args.out_dir, size=args.size, bands=args.bands, seed=args.seed, variant=args.variant)
     rep.progress(1.0)
     return {"spectral": str(s.spectral), "sar": str(s.sar), "groundtruth": str(s.groundtruth),
-            "class_field": s.class_field}
+            "reference": str(s.reference), "class_field": s.class_field}
 
 
 def run_info(device: str = "cpu") -> dict:
@@ -254,10 +262,10 @@ def run_info(device: str = "cpu") -> dict:
 
 def cmd_train_baseline(args, rep: Reporter) -> dict:
     from .atomic import check_writable
-    from .baseline import fit_forest, forest_proba, pixel_features
+    from .baseline import FEATURE_WINDOWS, fit_forest, forest_proba
     from .metrics import assess
     from .modelfile import save_model
-    from .samples import prepare_training, values_at
+    from .samples import features_at, prepare_training
 
     check_writable(args.model)
     if args.report:
@@ -269,7 +277,8 @@ def cmd_train_baseline(args, rep: Reporter) -> dict:
     labels = data.gt.labels.ravel()
     train = np.concatenate([data.split.train, data.split.val])  # a forest needs no validation set
     stats = (*data.spectral_stats, *data.sar_stats)
-    x_train = pixel_features(values_at(data.spectral, train).T, values_at(data.sar, train).T, stats)
+    window = FEATURE_WINDOWS[args.features]
+    x_train = features_at(data.spectral, data.sar, train, stats, window)
     rep.progress(0.25, f"fitting {args.trees} trees on {train.size} pixels")
     forest = fit_forest(x_train, labels[train], args.trees, args.seed, progress=rep.sub(0.25, 0.8).callback(),
                         cancelled=rep.cancelled)
@@ -277,7 +286,7 @@ def cmd_train_baseline(args, rep: Reporter) -> dict:
     test = data.split.test
     result = {"split": data.split.summary}
     if test.size:
-        x_test = pixel_features(values_at(data.spectral, test).T, values_at(data.sar, test).T, stats)
+        x_test = features_at(data.spectral, data.sar, test, stats, window)
         yhat = forest["classes"][forest_proba(forest, np.nan_to_num(x_test)).argmax(1)]
         acc = assess(labels[test], yhat, data.codes())
         names = {c.code: c.name for c in data.gt.classes}
@@ -291,7 +300,9 @@ def cmd_train_baseline(args, rep: Reporter) -> dict:
         "grid": data.spectral.grid.to_json(),
         "groundtruth": str(Path(args.groundtruth).resolve()),
         "split": data.split.summary,
-        "trees": args.trees, "run": run_info(), "features": "per-pixel normalised spectral + SAR values",
+        "trees": args.trees, "run": run_info(), "window": window,
+        "features": "per-pixel normalised spectral + SAR values" if window == 1 else
+                    f"normalised spectral + SAR values, each band's mean over a {window} x {window} window",
     }
     tensors = {f"forest.{k}": v for k, v in forest.items()}
     tensors.update({"spectral_mean": data.spectral_stats[0], "spectral_std": data.spectral_stats[1],
@@ -436,6 +447,7 @@ def _diffusion_features(args, meta, spec, device, rep):
 def cmd_assess(args, rep: Reporter) -> dict:
     from .atomic import check_writable
     from .groundtruth import ClassInfo, known_classes, load_ground_truth
+    from .mapscore import is_full_reference, score_map
     from .metrics import assess
     from .modelfile import load_model
     from .raster import RasterSource
@@ -486,18 +498,55 @@ def cmd_assess(args, rep: Reporter) -> dict:
     acc = assess(labels[pixels], pred, codes)
     aj = acc.to_json(names)
     rep.info(f"OA {acc.oa:.2f}%  AA {acc.aa:.2f}%  Kappa {acc.kappa:.2f}%  on {pixels.size} pixels ({note})")
+    edges = None
+    if args.boundaries == "on" or (args.boundaries == "auto" and is_full_reference(gt.labels)):
+        scored = np.zeros(labels.size, bool)
+        scored[pixels] = True
+        ms = score_map(gt.labels, classmap, acc.codes, args.boundary_distance, scored.reshape(gt.labels.shape))
+        edges = ms.to_json(names)
+        del edges["all"]  # the same pixels as the main accuracy
+        rep.info(f"boundary pixels (within {args.boundary_distance:g} px of another class): OA {ms.boundary.oa:.2f}% "
+                 f"on {int(ms.boundary.confusion.sum())} pixels; interior pixels: OA {ms.interior.oa:.2f}% on "
+                 f"{int(ms.interior.confusion.sum())} pixels; {_pct(ms.error_boundary_share)} of the errors lie on "
+                 "boundary pixels")
     body = f"<p>Map <code>{Path(args.map).name}</code>, tested on {note}.</p>" + accuracy_section(aj, colors) \
-        + split_section(summary)
+        + (_boundary_section(aj, edges) if edges else "") + split_section(summary)
     write_html(args.report, "Accuracy assessment", body, subtitle=f"{Path(args.map).name}")
     out = {"report": str(args.report), "json": None, "csv": None,
            "oa": round(acc.oa, 4), "aa": round(acc.aa, 4), "kappa": round(acc.kappa, 4)}
+    if edges:
+        out["oa_boundary"], out["oa_interior"] = edges["boundary"]["oa"], edges["interior"]["oa"]
+        out["boundary_pixels"], out["interior_pixels"] = edges["boundary"]["n"], edges["interior"]["n"]
     if args.json:
-        write_json(args.json, {"map": str(args.map), "tested_on": note, "split": summary, **aj})
+        write_json(args.json, {"map": str(args.map), "tested_on": note, "split": summary, **aj,
+                               **({"boundaries": edges} if edges else {})})
         out["json"] = str(args.json)
     if args.csv:
         write_csv(args.csv, aj)
         out["csv"] = str(args.csv)
     return out
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None or not np.isfinite(v) else f"{v * 100:.1f}%"
+
+
+def _boundary_section(aj: dict, edges: dict) -> str:
+    """The accuracy over all, boundary and interior pixels, per class, as one HTML table."""
+    import html
+
+    rows = {"all pixels": aj, f"boundary pixels (within {edges['boundary_distance_px']:g} px of another class)":
+            edges["boundary"], "interior pixels": edges["interior"]}
+    f = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
+    head = "".join(f"<th>{html.escape(c['name'])}</th>" for c in aj["classes"])
+    body = "".join(f"<tr><td class='l'>{html.escape(k)}</td><td>{v['n']}</td><td>{f(v['oa'])}</td><td>{f(v['aa'])}"
+                   f"</td><td>{f(v['kappa'])}</td>" + "".join(f"<td>{f(c['producers'])}</td>" for c in v["classes"])
+                   + "</tr>" for k, v in rows.items())
+    return ("<h2>Boundary and interior pixels</h2><p>Pixels near a class edge are where maps blur; ground-truth "
+            "polygons that stop short of the edges never test them. Per class: producer's accuracy (%). "
+            f"{_pct(edges['errors_on_boundary_share'])} of the errors lie on boundary pixels.</p>"
+            f"<table><tr><th class='l'>pixels</th><th>n</th><th>OA</th><th>AA</th><th>Kappa</th>{head}</tr>{body}"
+            "</table>")
 
 
 def _grid_from(g: dict):

@@ -25,7 +25,7 @@ def load_predictor(path: str | os.PathLike, device: str = "cpu", batch_size: int
     if kind == "baseline":
         forest = {k[len("forest."):]: v for k, v in tensors.items() if k.startswith("forest.")}
         return ForestPredictor(forest, tensors["spectral_mean"], tensors["spectral_std"],
-                               tensors["sar_mean"], tensors["sar_std"]), meta
+                               tensors["sar_mean"], tensors["sar_std"], int(meta.get("window", 1))), meta
     if kind == "bdgf":
         from .bdgf_model import BDGFPredictor
 

@@ -60,6 +60,35 @@ def values_at(src: RasterSource, flat: np.ndarray, strip_rows: int = 256) -> np.
     return out
 
 
+def features_at(spectral: RasterSource, sar: RasterSource, flat: np.ndarray, stats, window: int = 1,
+                strip_rows: int = 256) -> np.ndarray:
+    """(N, F) forest features at flat pixel indices: per-pixel values, or window means (bounded memory).
+
+    Windows are read in strips of rows with a halo, padded at the image's edges exactly as
+    classification pads its blocks (``inference._pad``), so a pixel's features are the same here
+    and in the classified map."""
+    from .baseline import pixel_features
+
+    if window == 1:
+        return pixel_features(values_at(spectral, flat).T, values_at(sar, flat).T, stats)
+    flat = np.asarray(flat, np.int64)
+    halo, h, w = window // 2, spectral.height, spectral.width
+    mode = "reflect" if min(h, w) > halo else "symmetric"
+    out = np.empty((flat.size, spectral.bands + sar.bands), np.float32)
+    rows, cols = np.divmod(flat, w)
+    for r0 in range(0, h, strip_rows):
+        r1 = min(h, r0 + strip_rows)
+        sel = np.flatnonzero((rows >= r0) & (rows < r1))
+        if sel.size == 0:
+            continue
+        a, b = max(0, r0 - halo), min(h, r1 + halo)
+        pads = ((0, 0), (halo - (r0 - a), halo - (b - r1)), (halo, halo))
+        feats = pixel_features(np.pad(spectral.read(a, b), pads, mode=mode), np.pad(sar.read(a, b), pads, mode=mode),
+                               stats, window)                                    # ((r1 - r0) * w, F)
+        out[sel] = feats[(rows[sel] - r0) * w + cols[sel]]
+    return out
+
+
 def prepare_training(spectral: str, sar: str, groundtruth: str, class_field: str, samples_per_class: int,
                      split: str, seed: int, validation_share: float, block_size: int, rep: Reporter,
                      layer: str | None = None, test_groundtruth: str | None = None,

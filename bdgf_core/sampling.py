@@ -6,9 +6,21 @@
   to one side, per class; N training pixels are drawn from the training regions only.
 - ``blocks``: a grid of square blocks; each block goes whole to one side (training,
   validation or test) for every class.
-The validation share is taken the same way as the test split. A class that cannot be split
-spatially (a single polygon, or all its blocks on one side) falls back to random pixels for that
-class only, with a warning that names it.
+A class that cannot be split spatially (a single polygon, or all its blocks on one side) falls
+back to random pixels for that class only, with a warning that names it.
+
+Validation (a share of each class's training-side pixels, picking the best epoch): whole blocks
+under ``blocks``, random pixels under ``pixels``, and under ``polygons`` square blocks cut out of
+the training regions (at most ``block_size`` pixels wide, smaller for small classes), never the
+last block of a region: a whole dominant region taken for validation would leave training only
+the small leftovers, so every training region keeps pixels for training.
+
+The test pixels depend only on the ground truth, the strategy, the seed, the test share and the
+block size: never on the validation share or the samples per class (each side draws from its own
+random stream per class). So two models trained with the same seed and split, one with a
+validation set (BDGF) and one without (the forest), are tested on the same pixels. Under
+``pixels`` the test set is every pixel not drawn for training or validation, so it is the same
+when the validation shares are.
 
 ``split_fixed`` is for a separate test layer: the training layer is used whole for training and
 validation, the test layer for the held-out accuracy.
@@ -46,7 +58,6 @@ def split_samples(gt: GroundTruth, samples_per_class: int, strategy: str = "poly
     lab_ok = gt.labelled.ravel()
     if valid is not None:
         lab_ok &= valid.ravel()
-    rng = np.random.default_rng(seed)
     warnings: list[str] = []
     names = {c.code: c.name for c in gt.classes}
     codes = [c for c in sorted(names) if (lab_ok & (labels == c)).any()]
@@ -54,12 +65,12 @@ def split_samples(gt: GroundTruth, samples_per_class: int, strategy: str = "poly
         raise BdgfError(f"class {names[c]!r} (code {c}) has no labelled pixel inside the raster's valid area; "
                         "remove it or add polygons for it inside the raster")
 
+    width = gt.labels.shape[1]
     if strategy == "blocks":
-        width = gt.labels.shape[1]
         rows, cols = np.divmod(np.arange(labels.size), width)
         nbx = -(-width // block_size)
         units = (rows // block_size) * nbx + cols // block_size + 1
-        unit_side = _block_sides(np.unique(units[lab_ok]), test_share, validation_share, rng)
+        unit_side = _block_sides(np.unique(units[lab_ok]), test_share, validation_share, seed)
     else:
         units = gt.regions.ravel()
         unit_side = None
@@ -69,25 +80,18 @@ def split_samples(gt: GroundTruth, samples_per_class: int, strategy: str = "poly
                      "validation_share": validation_share, "classes": {}}
     for c in codes:
         idx = np.flatnonzero(lab_ok & (labels == c))
-        tr_pool, va, te, units_info = _class_sides(idx, units, strategy, unit_side, test_share, validation_share,
-                                                   rng, names[c], warnings)
         n = samples_per_class
-        if strategy == "pixels" and tr_pool.size + te.size <= n:
-            # Too few pixels for N training pixels and a test set: all but a test share.
-            allp = rng.permutation(np.concatenate([tr_pool, te]))
-            k = max(1, int(round(allp.size * SMALL_CLASS_TEST_SHARE)))
-            tr_pool, te = allp[k:], allp[:k]
-            warnings.append(f"class {names[c]!r} has only {allp.size} labelled pixels, fewer than the "
-                            f"{n} requested; it gets {tr_pool.size} for training and {te.size} for testing")
-        elif tr_pool.size < n:
-            if strategy != "pixels":
+        if strategy == "pixels":
+            chosen, va, te = _pixel_sides(idx, n, validation_share, seed, c, names[c], warnings)
+            units_info: dict = {}
+        else:
+            tr_pool, va, te, units_info = _class_sides(idx, units, width, block_size, strategy, unit_side, test_share,
+                                                       validation_share, seed, c, names[c], warnings)
+            if tr_pool.size < n:
                 warnings.append(f"class {names[c]!r} has {tr_pool.size} pixels in its training "
                                 f"{'regions' if strategy == 'polygons' else 'blocks'}, fewer than the {n} "
                                 "requested; all of them are used")
-        chosen = rng.permutation(tr_pool)[:n]
-        if strategy == "pixels":
-            unused = np.setdiff1d(tr_pool, chosen)
-            te = np.concatenate([te, unused])
+            chosen = _stream(seed, TRAIN, c).permutation(tr_pool)[:n]
         if chosen.size == 0:
             raise BdgfError(f"class {names[c]!r} has no training pixel; add ground truth for it or lower "
                             "the test share")
@@ -106,36 +110,60 @@ def split_samples(gt: GroundTruth, samples_per_class: int, strategy: str = "poly
 
 
 TRAIN, VALIDATION, TEST = 0, 1, 2
+ALL_CLASSES = 0  # the stream code of draws made for every class at once (the block sides)
 
 
-def _block_sides(ids: np.ndarray, test_share: float, validation_share: float, rng) -> dict[int, int]:
+def _stream(seed: int, side: int, code: int) -> np.random.Generator:
+    """The random stream of one side (TRAIN, VALIDATION, TEST) of one class: the draws of one side never
+    shift another's, so the test pixels do not depend on the validation share or the samples per class."""
+    return np.random.default_rng([seed, side, code])
+
+
+def _block_sides(ids: np.ndarray, test_share: float, validation_share: float, seed: int) -> dict[int, int]:
     """Each block id -> TRAIN, VALIDATION or TEST, for all classes at once."""
-    r = rng.random(ids.size)
+    r = _stream(seed, TEST, ALL_CLASSES).random(ids.size)
     side = np.where(r < test_share, TEST, TRAIN)
     if validation_share > 0:
-        v = rng.random(ids.size)
+        v = _stream(seed, VALIDATION, ALL_CLASSES).random(ids.size)
         side[(side == TRAIN) & (v < validation_share)] = VALIDATION
     return dict(zip(ids.tolist(), side.tolist()))
 
 
-def _pixel_fallback(idx, test_share, validation_share, rng, name="", warnings=None):
-    perm = rng.permutation(idx)
+def _pixel_sides(idx, n, validation_share, seed, code, name, warnings):
+    """The paper's pixel split of one class: (training, validation, test pixels).
+
+    N training pixels first, then the validation share of the class's pixels out of the rest; the
+    test pixels are all the others."""
+    perm = _stream(seed, TRAIN, code).permutation(idx)
+    if idx.size <= n:
+        # Too few pixels for N training pixels and a test set: all but a test share.
+        k = max(1, int(round(idx.size * SMALL_CLASS_TEST_SHARE)))
+        chosen, rest = perm[k:], perm[:k]
+        warnings.append(f"class {name!r} has only {idx.size} labelled pixels, fewer than the "
+                        f"{n} requested; it gets {chosen.size} for training and {rest.size} for testing")
+        return chosen, np.empty(0, np.int64), rest
+    chosen, rest = perm[:n], perm[n:]
+    k = min(int(round(idx.size * validation_share)), rest.size - 1) if validation_share > 0 else 0
+    rest = _stream(seed, VALIDATION, code).permutation(rest)
+    return chosen, np.sort(rest[:k]), np.sort(rest[k:])
+
+
+def _pixel_fallback(idx, test_share, validation_share, seed, code, name="", warnings=None):
+    perm = _stream(seed, TEST, code).permutation(idx)
     # at least one test pixel, but never the last training pixel: a class must be learnt before it is tested
     k = min(max(1, int(round(idx.size * test_share))), idx.size - 1)
     if k == 0 and warnings is not None:
         warnings.append(f"class {name!r} has a single labelled pixel: it is used for training and the class has "
                         "no test pixel, so its accuracy is not measured; label more of it to test it")
     tr, te = perm[k:], perm[:k]
-    tr, va = _take_validation(tr, None, "pixels", validation_share, rng, "", [])
-    return tr, va, te
+    k = int(round(tr.size * validation_share)) if validation_share > 0 else 0
+    tr = _stream(seed, VALIDATION, code).permutation(tr)
+    return tr[k:], tr[:k], te
 
 
-def _class_sides(idx, units, strategy, unit_side, test_share, validation_share, rng, name, warnings):
-    """(training pool, validation, test pixels, info) for one class."""
-    empty = np.empty(0, np.int64)
-    if strategy == "pixels":
-        tr, va = _take_validation(idx, units, strategy, validation_share, rng, name, warnings)
-        return tr, va, empty, {}
+def _class_sides(idx, units, width, block_size, strategy, unit_side, test_share, validation_share, seed, code, name,
+                 warnings):
+    """(training pool, validation, test pixels, info) for one class (polygons or blocks)."""
     u = units[idx]
     if strategy == "blocks":
         side = np.array([unit_side[x] for x in u.tolist()], np.int8)
@@ -146,7 +174,7 @@ def _class_sides(idx, units, strategy, unit_side, test_share, validation_share, 
             warnings.append(f"class {name!r}: its blocks hold no {'training' if tr.size == 0 else 'test'} side; "
                             "falling back to a random pixel split for this class only (its test pixels neighbour "
                             "training pixels)")
-            tr, va, te = _pixel_fallback(idx, test_share, validation_share, rng, name, warnings)
+            tr, va, te = _pixel_fallback(idx, test_share, validation_share, seed, code, name, warnings)
             info["fallback"] = "pixels"
         elif validation_share > 0 and va.size == 0:
             warnings.append(f"class {name!r} has no pixel in the validation blocks; it has no validation pixels")
@@ -156,13 +184,14 @@ def _class_sides(idx, units, strategy, unit_side, test_share, validation_share, 
     if ids.size < 2:
         warnings.append(f"class {name!r} has a single polygon, so it cannot be tested on separate regions; "
                         "falling back to a random pixel split for this class only")
-        tr, va, te = _pixel_fallback(idx, test_share, validation_share, rng, name, warnings)
+        tr, va, te = _pixel_fallback(idx, test_share, validation_share, seed, code, name, warnings)
         return tr, va, te, {"train_polygons": 1, "validation_polygons": int(va.size > 0), "test_polygons": 1,
                             "fallback": "pixels"}
-    held = _whole_units(ids, sizes, test_share * idx.size, rng)
+    held = _whole_units(ids, sizes, test_share * idx.size, _stream(seed, TEST, code))
     is_test = np.isin(u, held)
     tr, te = idx[~is_test], idx[is_test]
-    tr, va = _take_validation(tr, units, strategy, validation_share, rng, name, warnings)
+    tr, va = _validation_blocks(tr, units, width, block_size, validation_share, _stream(seed, VALIDATION, code),
+                                name, warnings)
     return tr, va, te, {"train_polygons": int(np.unique(units[tr]).size),
                         "validation_polygons": int(np.unique(units[va]).size), "test_polygons": len(held)}
 
@@ -178,21 +207,41 @@ def _whole_units(ids, sizes, target, rng) -> list:
     return held
 
 
-def _take_validation(pool, units, strategy, share, rng, name, warnings):
-    """(training pool, validation pixels): random pixels, or whole regions of the pool."""
+def _validation_blocks(pool, regions, width, block_size, share, rng, name, warnings):
+    """(training pool, validation pixels): square blocks cut out of the pool's regions, ``share`` of its pixels.
+
+    A block is a square of the image grid inside one region. Its side shrinks with the target
+    (about a quarter of the target's pixels per block, so the share is met closely) down to 2
+    pixels, and is at most ``block_size``. Blocks are taken in random order while they bring the
+    total nearer to the share; the last block a region has left is never taken, so every training region (the
+    dominant one included) keeps training pixels.
+    """
+    empty = np.empty(0, np.int64)
+    target = share * pool.size
     if share <= 0 or pool.size == 0:
-        return pool, np.empty(0, np.int64)
-    if strategy == "pixels":
-        perm = rng.permutation(pool)
-        k = int(round(pool.size * share))
-        return perm[k:], perm[:k]
-    u = units[pool]
-    ids, sizes = np.unique(u, return_counts=True)
-    if ids.size < 2:
-        warnings.append(f"class {name!r} has too few training regions for a spatially separate "
-                        "validation set; it has none")
-        return pool, np.empty(0, np.int64)
-    is_val = np.isin(u, _whole_units(ids, sizes, share * pool.size, rng))
+        return pool, empty
+    side = int(np.clip(np.sqrt(target / 4), 2, max(2, block_size)))
+    rows, cols = np.divmod(pool, width)
+    nbx = -(-width // side)
+    block = (rows // side) * nbx + cols // side
+    region = regions[pool].astype(np.int64)
+    # one id per (region, block): the pieces a region is cut into
+    keys, piece, sizes = np.unique(region * (block.max() + 1) + block, return_inverse=True, return_counts=True)
+    piece_region = keys // (block.max() + 1)
+    left = dict(zip(*np.unique(piece_region, return_counts=True)))  # pieces each region still trains on
+    taken, acc = [], 0
+    for j in rng.permutation(keys.size):
+        # a piece that overshoots the target by more than half of itself is skipped: the share is met to the
+        # nearest piece, and a dominant region can never go whole
+        if left[piece_region[j]] <= 1 or acc + sizes[j] / 2 > target:
+            continue
+        left[piece_region[j]] -= 1
+        taken.append(j)
+        acc += sizes[j]
+    if not taken:
+        warnings.append(f"class {name!r} has too few training pixels for a validation set; it has none")
+        return pool, empty
+    is_val = np.isin(piece, taken)
     return pool[~is_val], pool[is_val]
 
 
@@ -210,7 +259,6 @@ def split_fixed(train: GroundTruth, test: GroundTruth, samples_per_class: int, s
     if train.labels.shape != test.labels.shape:
         raise BdgfError("the training and test ground truths are on different grids; read both onto the "
                         "spectral raster's grid")
-    rng = np.random.default_rng(seed)
     warnings: list[str] = []
     names = {c.code: c.name for c in train.classes}
     tr_lab, te_lab = train.labels.ravel(), test.labels.ravel()
@@ -232,11 +280,11 @@ def split_fixed(train: GroundTruth, test: GroundTruth, samples_per_class: int, s
     for c in sorted(set(names) - set(codes)):
         raise BdgfError(f"class {names[c]!r} (code {c}) has no labelled pixel of the training layer inside the "
                         "raster's valid area; remove it or add training polygons for it inside the raster")
+    width = train.labels.shape[1]
     if strategy == "blocks":
-        width = train.labels.shape[1]
         rows, cols = np.divmod(np.arange(tr_lab.size), width)
         units = (rows // block_size) * -(-width // block_size) + cols // block_size + 1
-        unit_side = _block_sides(np.unique(units[tr_ok]), 0.0, validation_share, rng)
+        unit_side = _block_sides(np.unique(units[tr_ok]), 0.0, validation_share, seed)
     else:
         units, unit_side = train.regions.ravel(), None
     tr_regions, te_units = train.regions.ravel(), test.regions.ravel()
@@ -255,8 +303,14 @@ def split_fixed(train: GroundTruth, test: GroundTruth, samples_per_class: int, s
                                 "no validation pixels")
                 tr, va = pool, np.empty(0, np.int64)
             info = {"train_blocks": int(np.unique(units[tr]).size), "validation_blocks": int(np.unique(units[va]).size)}
+        elif strategy == "pixels":
+            k = int(round(pool.size * validation_share))
+            perm = _stream(seed, VALIDATION, c).permutation(pool)
+            tr, va = perm[k:], np.sort(perm[:k])
+            info = {}
         else:
-            tr, va = _take_validation(pool, units, strategy, validation_share, rng, names[c], warnings)
+            tr, va = _validation_blocks(pool, units, width, block_size, validation_share, _stream(seed, VALIDATION, c),
+                                        names[c], warnings)
             info = {"validation_polygons": int(np.unique(tr_regions[va]).size)} if strategy == "polygons" else {}
         # Regions of each layer on its side (a region of the training layer may hold validation pixels too).
         info["train_polygons"] = int(np.unique(tr_regions[tr]).size)
@@ -264,7 +318,7 @@ def split_fixed(train: GroundTruth, test: GroundTruth, samples_per_class: int, s
         if tr.size < n:
             warnings.append(f"class {names[c]!r} has {tr.size} training pixels in the training layer, fewer than "
                             f"the {n} requested; all of them are used")
-        chosen = rng.permutation(tr)[:n]
+        chosen = _stream(seed, TRAIN, c).permutation(tr)[:n]
         if te.size == 0:
             warnings.append(f"class {names[c]!r} has no pixel in the test layer; its accuracy cannot be assessed")
         train_sets.append(chosen)

@@ -6,6 +6,10 @@ seven land-cover classes. Spectra come from smooth class signatures with additiv
 with mean 1 and variance 1/L (eq. 5). Two pairs of classes share their spectral signature and
 differ only in SAR backscatter, so a model that ignores the SAR cannot separate them.
 
+Beside the inputs the generator writes ``reference.tif``: every pixel's true class (the scene's own
+truth, with class names and colours), for scoring whole maps, boundaries included
+(``bdgf_core.mapscore``); the ground-truth polygons stop short of class borders, as surveys do.
+
 ``variant="hard"``: single-look SAR, only about 2 dB between the SAR-only classes, stronger
 brightness drift within classes, and two more classes with close spectra.
 """
@@ -21,7 +25,7 @@ from scipy import ndimage
 
 from .atomic import atomic_output
 from .errors import BdgfError
-from .raster import Grid, write_array
+from .raster import Grid, create_raster, write_array
 
 EPSG = 32632                   # UTM zone 32N: a real projected CRS
 ORIGIN = (650000.0, 5100000.0)
@@ -46,6 +50,7 @@ class Scene:
     sar: Path
     groundtruth: Path
     class_field: str = "class"
+    reference: Path | None = None   # every pixel's class (reference.tif)
 
 
 def _signature(kind: str, wl: np.ndarray) -> np.ndarray:
@@ -73,7 +78,7 @@ def _signature(kind: str, wl: np.ndarray) -> np.ndarray:
 
 def generate_scene(out_dir: str | os.PathLike, size: int = 200, bands: int = 60, seed: int = 0,
                    variant: str = "standard", sar_bands: int = 2) -> Scene:
-    """Write spectral.tif, sar.tif and groundtruth.gpkg into ``out_dir`` and return their paths."""
+    """Write spectral.tif, sar.tif, groundtruth.gpkg and reference.tif into ``out_dir``; return their paths."""
     if size < 16:
         raise BdgfError(f"the scene size must be at least 16 pixels, got {size}")
     if bands < 2:
@@ -147,7 +152,16 @@ def generate_scene(out_dir: str | os.PathLike, size: int = 200, bands: int = 60,
         m = ndimage.binary_erosion(region == r, iterations=2)
         labelled[m] = r + 1
     gt = _polygonise(out / "groundtruth.gpkg", labelled, region_class, grid)
-    return Scene(sp, sa, gt)
+    ref = write_reference(out / "reference.tif", classes, grid)
+    return Scene(sp, sa, gt, reference=ref)
+
+
+def write_reference(dest: Path, classes: np.ndarray, grid: Grid) -> Path:
+    """The full reference map: every pixel's class code, with the class names and colours."""
+    with create_raster(dest, grid, 1, gdal.GDT_Byte, 0) as w:
+        w.write(0, 0, classes.astype(np.uint8))
+        w.set_categories(list(range(1, len(CLASSES) + 1)), [c[0] for c in CLASSES], [c[3] for c in CLASSES])
+    return dest
 
 
 def _smooth(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:

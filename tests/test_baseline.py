@@ -47,3 +47,35 @@ def test_forest_grown_in_chunks_equals_one_fit_and_cancels():
     calls = []
     with pytest.raises(Cancelled):
         fit_forest(x, y, trees=30, seed=3, n_jobs=1, chunk=7, cancelled=lambda: calls.append(1) or len(calls) > 2)
+
+
+def test_window_means_equal_a_plain_loop():
+    from bdgf_core.baseline import window_means
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3, 12, 15)).astype(np.float32)
+    for size in (3, 9):
+        got = window_means(x, size)
+        h = size // 2
+        assert got.shape == (3, 12 - 2 * h, 15 - 2 * h)
+        want = np.array([[[x[c, r:r + size, k:k + size].mean() for k in range(got.shape[2])]
+                          for r in range(got.shape[1])] for c in range(3)])
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_window_forest_predicts_a_block_with_its_halo_as_the_whole_image():
+    from bdgf_core.baseline import window_means
+
+    rng = np.random.default_rng(3)
+    spec = rng.normal(size=(3, 30, 20)).astype(np.float32)
+    sar = rng.normal(size=(1, 30, 20)).astype(np.float32)
+    zero, one = np.zeros(3, np.float32), np.ones(3, np.float32)
+    pad = lambda a: np.pad(a, ((0, 0), (4, 4), (4, 4)), mode="reflect")  # noqa: E731
+    x = window_means(np.concatenate([pad(spec), pad(sar)]), 9).reshape(4, -1).T
+    forest = fit_forest(x, (x[:, 0] > 0).astype(int) + 1, trees=10, seed=0, n_jobs=1)
+    pred = ForestPredictor(forest, zero, one, zero[:1], one[:1], window=9)
+    assert pred.halo == 4
+    whole = pred.predict_block(pad(spec), pad(sar))
+    # rows 10..19 with 4 halo rows of real image above and below
+    block = pred.predict_block(pad(spec)[:, 10:28], pad(sar)[:, 10:28])
+    np.testing.assert_allclose(block, whole[:, 10:20], atol=1e-6)

@@ -57,7 +57,7 @@ def test_polygon_split_never_tests_inside_a_training_polygon():
     reg = gt.regions.ravel()
     train_regions = set(reg[sp.train]) | set(reg[sp.val])
     assert not set(reg[sp.test]) & train_regions
-    assert not set(reg[sp.val]) & set(reg[sp.train])
+    assert sp.val.size and not np.intersect1d(sp.val, sp.train).size
     assert sp.summary["classes"]["1"]["test_polygons"] >= 1
 
 
@@ -73,10 +73,16 @@ def test_single_polygon_class_falls_back_and_names_the_class():
 
 def test_block_split_shares_no_block():
     gt = _blocks_scene()
-    sp = split_samples(gt, 40, "blocks", seed=0, block_size=15)
-    w = gt.labels.shape[1]
+    w, lab = gt.labels.shape[1], gt.labels.ravel()
     blk = lambda idx: set(((idx // w) // 15 * 100 + (idx % w) // 15).tolist())  # noqa: E731
-    assert not blk(sp.train) & blk(sp.test)
+    checked = 0
+    for seed in range(4):  # a class in 4 blocks may fall back to pixels (all on one side): only the others count
+        sp = split_samples(gt, 40, "blocks", seed=seed, block_size=15)
+        spatial = [c for c in (1, 2) if "fallback" not in sp.summary["classes"][str(c)]]
+        tr, te = (x[np.isin(lab[x], spatial)] for x in (sp.train, sp.test))
+        assert not blk(tr) & blk(te)
+        checked += len(spatial)
+    assert checked >= 4
 
 
 def test_bad_parameters_are_refused():
@@ -167,7 +173,8 @@ def test_polygon_split_reports_regions_and_pixels_per_side_and_is_seeded():
         c = int(code)
         assert v["test_polygons"] == len(set(reg[a.test][lab[a.test] == c]))
         assert v["validation_polygons"] == len(set(reg[a.val][lab[a.val] == c]))
-        assert v["train_polygons"] + v["validation_polygons"] + v["test_polygons"] == 4
+        # validation blocks are cut out of training regions, which all keep training pixels
+        assert v["train_polygons"] + v["test_polygons"] == 4 and v["validation_polygons"] <= v["train_polygons"]
         assert v["train"] == 30 and v["test"] == int((lab[a.test] == c).sum())
     assert a.summary["strategy"] == "polygons" and a.summary["seed"] == 5
     seeds = {tuple(split_samples(gt, 30, "polygons", seed=s).test[:5]) for s in range(6)}
@@ -178,6 +185,88 @@ def test_pixel_split_is_labelled_as_the_papers():
     sp = split_samples(_blocks_scene(), 10, "pixels", seed=0, validation_share=0.2)
     assert sp.summary["strategy"] == "pixels" and sp.strategy == "pixels"
     assert sp.val.size and not np.intersect1d(sp.val, sp.train).size and not np.intersect1d(sp.val, sp.test).size
+
+
+# --- the same test pixels for every model; a validation set that cannot wreck training ----------
+
+@pytest.mark.parametrize("strategy", ["polygons", "blocks"])
+def test_test_pixels_do_not_depend_on_the_validation_share_or_the_samples(strategy):
+    """Issue 17: the forest (no validation) and BDGF (validation 0.1) of one seed tested different pixels."""
+    gt = _blocks_scene()
+    ref = split_samples(gt, 20, strategy, seed=4, block_size=10)
+    for share, n in ((0.1, 20), (0.3, 20), (0.0, 35), (0.2, 5)):
+        sp = split_samples(gt, n, strategy, seed=4, block_size=10, validation_share=share)
+        assert np.array_equal(sp.test, ref.test), (share, n)
+
+
+def test_pixel_split_test_pixels_do_not_depend_on_the_samples_beyond_the_training_ones():
+    gt = _blocks_scene()
+    a = split_samples(gt, 20, "pixels", seed=2, validation_share=0.1)
+    b = split_samples(gt, 20, "pixels", seed=2, validation_share=0.1)
+    assert np.array_equal(a.test, b.test)
+    c = split_samples(gt, 20, "pixels", seed=2)
+    # the same training pixels; without validation, the validation pixels are tested too
+    assert np.array_equal(a.train, c.train) and np.array_equal(np.union1d(a.test, a.val), c.test)
+
+
+def _dominant_region_raster():
+    """Class 1: one 40 x 40 region (1600 px) and six 4 x 4 ones; class 2 the same, elsewhere."""
+    lab = np.zeros((100, 100), np.int32)
+    lab[2:42, 2:42] = 1
+    lab[52:92, 52:92] = 2
+    for k in range(6):
+        lab[50 + 8 * k:54 + 8 * k, 2:6] = 1
+        lab[2 + 8 * k:6 + 8 * k, 52:56] = 2
+    return _gt(lab)
+
+
+def test_validation_never_takes_a_dominant_region_whole():
+    """Issue 15: the validation share took a class's largest region whole, leaving training the leftovers."""
+    gt = _dominant_region_raster()
+    lab, reg = gt.labels.ravel(), gt.regions.ravel()
+    dominant_checked: list[int] = []
+    for seed in range(8):
+        _check_dominant(gt, lab, reg, seed, dominant_checked)
+    assert len(dominant_checked) >= 2
+
+
+def _check_dominant(gt, lab, reg, seed, dominant_checked):
+    sp = split_samples(gt, 50, "polygons", seed=seed, validation_share=0.1)
+    no_val = split_samples(gt, 50, "polygons", seed=seed)
+    assert np.array_equal(sp.test, no_val.test)
+    for c in (1, 2):
+        pool = np.setdiff1d(np.flatnonzero(lab == c), sp.test)  # the training side
+        val = sp.val[lab[sp.val] == c]
+        train = sp.train[lab[sp.train] == c]
+        # a share of the pixels, not a region: 10 % of the training side, within a block's worth
+        assert abs(val.size - 0.1 * pool.size) <= max(0.05 * pool.size, 2), (c, val.size, pool.size)
+        # every region of the training side keeps training pixels, the dominant one most of its own
+        kept = np.setdiff1d(pool, val)
+        assert set(reg[pool]) == set(reg[kept])
+        big = np.bincount(reg[pool]).argmax()
+        if (reg[pool] == big).sum() > pool.size / 2:  # the dominant region is on the training side
+            assert (reg[kept] == big).sum() >= 0.8 * (reg[pool] == big).sum()
+            dominant_checked.append(seed)
+        assert train.size == min(50, kept.size) and not np.intersect1d(train, val).size
+
+
+def test_fixed_split_validation_never_takes_a_dominant_region_whole():
+    from bdgf_core.sampling import split_fixed
+
+    gt = _dominant_region_raster()
+    empty = GroundTruth(np.zeros_like(gt.labels), np.zeros_like(gt.regions), gt.classes)
+    test = GroundTruth(np.where(gt.labels == 0, 0, 0).astype(np.int32), empty.regions, gt.classes)
+    test.labels[95:, :] = 1
+    test.labels[95:, 50:] = 2
+    test.regions[95:, :50], test.regions[95:, 50:] = 1, 2
+    lab, reg = gt.labels.ravel(), gt.regions.ravel()
+    for seed in range(4):
+        sp = split_fixed(gt, test, 50, "polygons", seed=seed, validation_share=0.1)
+        for c in (1, 2):
+            pool = np.flatnonzero(lab == c)
+            val = sp.val[lab[sp.val] == c]
+            assert abs(val.size - 0.1 * pool.size) <= 0.05 * pool.size
+            assert set(reg[np.setdiff1d(pool, val)]) == set(reg[pool])
 
 
 # --- fixed training and test layers -------------------------------------------------------------
@@ -208,13 +297,12 @@ def test_fixed_split_trains_on_the_training_layer_and_tests_on_the_test_layer():
     assert any("4 pixels are labelled in both" in w for w in sp.warnings)
     assert any("'c3'" in w and "not in the training layer" in w for w in sp.warnings)
     assert [(trl[sp.train] == c).sum() for c in (1, 2)] == [10, 10]
-    # validation: whole training polygons, none shared with training
-    reg = tr.regions.ravel()
-    assert sp.val.size and not set(reg[sp.val]) & set(reg[sp.train])
+    # validation: blocks of the training polygons, no pixel shared with training, every polygon still training
+    assert sp.val.size and not np.intersect1d(sp.val, sp.train).size
     s = sp.summary
     assert s["strategy"] == "fixed" and s["validation_strategy"] == "polygons" and s["seed"] == 1
     assert s["classes"]["1"]["test_polygons"] == 2 and s["classes"]["2"]["test_polygons"] == 1
-    assert s["classes"]["1"]["train_polygons"] + s["classes"]["1"]["validation_polygons"] == 3
+    assert s["classes"]["1"]["train_polygons"] == 3
     merged = merge_fixed(tr, te)
     assert np.array_equal(merged.labels.ravel()[sp.test], tel[sp.test])
     assert np.array_equal(merged.labels.ravel()[sp.train], trl[sp.train])
