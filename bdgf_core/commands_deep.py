@@ -47,6 +47,9 @@ def add_deep_commands(sub, common, training_args) -> None:
     t.add_argument("--batch-size", type=positive_int, default=64)
     t.add_argument("--patch-size", type=int, default=9)
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    t.add_argument("--val-cap", type=positive_int, default=500,  # training.VAL_CAP (not imported: no torch here)
+                   help="validation pixels scored per epoch: a fixed stratified subset of at most this many "
+                        "(default 500)")
     for name in ("cnn", "transformer", "mamba", "guide-cnn", "guide-transformer", "guide-mamba", "mutual"):
         t.add_argument(f"--no-{name}", action="store_true", help=f"ablation: switch {name} off (Table II)")
     from .cli import COMMANDS
@@ -266,7 +269,7 @@ def cmd_train(args, rep) -> dict:
     try:
         net, history = fit_bdgf(spectral, sar, feats, pixels(data.split.train), val, len(codes), cfg, device,
                                 progress=rep.sub(0.05, 0.9).callback(), cancelled=rep.cancelled, dist_ctx=ctx,
-                                log=rep.warning, checkpoint=str(ckpt))
+                                log=rep.warning, checkpoint=str(ckpt), val_cap=args.val_cap)
     except Cancelled as exc:
         raise _resumable(exc, ckpt, "The finished epochs are") from None
     if not ctx.is_main:  # only rank 0 tests and writes
@@ -299,15 +302,9 @@ def cmd_train(args, rep) -> dict:
     ckpt.unlink(missing_ok=True)
     report = None
     if args.report:
-        from .report import curves_svg
+        from .report import training_section
 
-        curves = {"training loss (eq. 29)": history["loss"]}
-        if history["val_oa"]:
-            curves["validation OA"] = history["val_oa"]
-        best = history["best_epoch"]
-        extra = (f"<h2>Training curves</h2>{curves_svg(curves)}<p class='muted'>kept epoch {best + 1} of "
-                 f"{len(history['loss'])} ({'best validation OA' if history['val_oa'] else 'last epoch, no validation pixels'}); "
-                 f"{history['seconds']:.1f} s of training</p>")
+        extra = training_section(history)
         report = write_training_report(args.report, "BDGF: training report", meta, result, data, extra)
     rep.progress(1.0)
     out = {"model": str(args.model), "report": report}

@@ -24,7 +24,9 @@ from .atomic import atomic_output
 from .errors import BdgfError
 
 FORMAT = "bdgf-model"
-VERSION = 1
+#: 2: BDGF networks with eq. 24's Mamba pass of the diffusion features (more weights than a version-1
+#: reader can place); version-1 files still load, with the network they were written with.
+VERSION = 2
 KINDS = ("diffusion", "bdgf", "baseline")
 
 

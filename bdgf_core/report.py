@@ -30,14 +30,38 @@ def _fmt(v: Any) -> str:
     return f"{v:.2f}" if isinstance(v, float) else html.escape(str(v))
 
 
+def _text_width(text: str, size: float = 11) -> float:
+    """A generous estimate of a label's width in px (sans-serif, no font metrics at hand)."""
+    return 0.62 * size * len(text)
+
+
+def _error_fill(f: float, diagonal: bool) -> str:
+    """Cell colour: green for the diagonal, red for errors, white for none.
+
+    The intensity follows sqrt(f) with a floor, so a 1 % confusion is clearly tinted instead of
+    near-white (a linear ramp left small off-diagonal errors invisible).
+    """
+    if f <= 0:
+        return "#ffffff"
+    a = 0.12 + 0.88 * float(np.sqrt(min(f, 1.0)))
+    base = (26, 150, 65) if diagonal else (215, 48, 39)
+    r, g, b = (int(round(255 - a * (255 - c))) for c in base)
+    return f"rgb({r},{g},{b})"
+
+
 def confusion_svg(cm: np.ndarray, names: list[str]) -> str:
-    """The confusion matrix as an SVG heat map, rows normalised (producer's view)."""
+    """The confusion matrix as an SVG heat map, rows normalised (producer's view), percentages in the cells."""
     k = len(names)
     cell = max(18, min(42, 480 // max(k, 1)))
-    left, top = 150, 150
+    longest = max((_text_width(n) for n in names), default=0.0)
+    left = int(longest + 14)
+    # column labels rotated by -60 degrees: they rise by sin(60) and lean right by cos(60) of their length
+    top = int(longest * 0.87 + 16)
+    right = int(longest * 0.5 + 12)
     with np.errstate(invalid="ignore", divide="ignore"):
         frac = cm / cm.sum(1, keepdims=True)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + k * cell + 10}" height="{top + k * cell + 10}" '
+    width, height = left + k * cell + right, top + k * cell + 24
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              'font-family="sans-serif" font-size="11">']
     for i in range(k):
         y = top + i * cell
@@ -45,43 +69,162 @@ def confusion_svg(cm: np.ndarray, names: list[str]) -> str:
         x = left + i * cell + cell * .6
         parts.append(f'<text transform="translate({x},{top - 6}) rotate(-60)">{html.escape(names[i])}</text>')
         for j in range(k):
-            f = frac[i, j] if np.isfinite(frac[i, j]) else 0.0
-            shade = int(255 - 200 * f)
-            fill = f"rgb({shade},{shade + (255 - shade) // 3},255)" if i != j else f"rgb({shade},{255},{shade})"
-            parts.append(f'<rect x="{left + j * cell}" y="{y}" width="{cell}" height="{cell}" fill="{fill}" '
-                         f'stroke="#fff"><title>{html.escape(names[i])} → {html.escape(names[j])}: '
-                         f'{int(cm[i, j])} ({f * 100:.1f}%)</title></rect>')
-    parts.append(f'<text x="{left}" y="{top + k * cell + 9}" fill="#777">reference (rows) × predicted (columns)</text>')
+            f = float(frac[i, j]) if np.isfinite(frac[i, j]) else 0.0
+            parts.append(f'<rect x="{left + j * cell}" y="{y}" width="{cell}" height="{cell}" '
+                         f'fill="{_error_fill(f, i == j)}" stroke="#ddd"><title>{html.escape(names[i])} → '
+                         f'{html.escape(names[j])}: {int(cm[i, j])} ({f * 100:.1f}%)</title></rect>')
+            if cell >= 26 and cm[i, j] > 0:
+                ink = "#fff" if f > 0.5 else "#222"
+                label = f"{f * 100:.0f}" if f >= 0.01 else "<1"
+                parts.append(f'<text x="{left + j * cell + cell / 2}" y="{y + cell * .62}" text-anchor="middle" '
+                             f'font-size="10" fill="{ink}">{html.escape(label)}</text>')
+    parts.append(f'<text x="{left}" y="{top + k * cell + 16}" fill="#777">reference (rows) × predicted (columns), '
+                 '% of each row</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
-def curves_svg(series: dict[str, list[float]], width: int = 560, height: int = 220) -> str:
-    """Line chart of per-epoch curves, each scaled to its own range (a legend gives the ranges)."""
-    colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
-    left, right, top, bottom = 40, 10, 10, 30
+COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+
+
+def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """About ``n`` round tick values covering [lo, hi] (steps of 1, 2, 2.5 or 5 times a power of ten)."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return [0.0, 1.0]
+    if hi <= lo:
+        hi = lo + (abs(lo) or 1.0)
+    raw = (hi - lo) / max(n - 1, 1)
+    mag = 10 ** np.floor(np.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw * (1 - 1e-9))
+    first = np.floor(lo / step + 1e-9) * step
+    count = int(np.ceil((hi - first) / step - 1e-9)) + 1
+    return [float(round(first + i * step, 10)) for i in range(count)]
+
+
+def _tick_label(v: float, step: float) -> str:
+    """``v`` with as many decimals as the step needs (0.25 -> 2, 0.5 -> 1, 20 -> 0)."""
+    digits = next((d for d in range(7) if abs(round(step, d) - step) < 1e-9 * max(1.0, abs(step))), 6)
+    return f"{v:.{digits}f}"
+
+
+def chart_svg(series: dict[str, list[float]], y_label: str, marker: int | None = None, y_min: float | None = 0.0,
+              y_max: float | None = None, width: int = 620, height: int = 230) -> str:
+    """Per-epoch curves on one labelled y-axis (shared by all the series), epochs on the x-axis.
+
+    ``marker``: the kept epoch (0-based), drawn as a dashed vertical line. ``y_min`` / ``y_max``:
+    fixed ends of the axis (None: from the data, rounded out to ticks).
+    """
+    left, right, top, bottom = 58, 14, 22, 36
+    pw, ph = width - left - right, height - top - bottom
+    vals = [np.asarray(v, dtype=float) for v in series.values() if len(v)]
+    finite = np.concatenate([v[np.isfinite(v)] for v in vals]) if vals else np.array([])
     n = max((len(v) for v in series.values()), default=0)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 20 * len(series)}" '
-             'font-family="sans-serif" font-size="11">',
-             f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" '
-             'fill="none" stroke="#ccc"/>',
-             f'<text x="{left}" y="{height - 8}" fill="#777">epoch 1</text>',
-             f'<text x="{width - right}" y="{height - 8}" fill="#777" text-anchor="end">epoch {n}</text>']
+    lo = y_min if y_min is not None else (float(finite.min()) if finite.size else 0.0)
+    hi = y_max if y_max is not None else (float(finite.max()) if finite.size else 1.0)
+    if finite.size:  # a fixed end never hides data
+        lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+    ticks = nice_ticks(lo, hi)
+    lo, hi = ticks[0], ticks[-1]
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
+
+    def sx(i: float) -> float:
+        return left + (i / max(n - 1, 1)) * pw
+
+    def sy(v: float) -> float:
+        return top + (1 - (v - lo) / ((hi - lo) or 1.0)) * ph
+
+    legend, lx, ly = [], float(left), height + 12.0  # entries placed left to right, wrapping at the width
     for k, (name, values) in enumerate(series.items()):
         v = np.asarray(values, dtype=float)
-        if v.size == 0 or not np.isfinite(v).any():
-            continue
-        lo, hi = float(np.nanmin(v)), float(np.nanmax(v))
-        span = hi - lo or 1.0
-        xs = left + (np.arange(v.size) / max(v.size - 1, 1)) * (width - left - right)
-        ys = top + (1 - (v - lo) / span) * (height - top - bottom)
-        pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys) if np.isfinite(y))
-        c = colors[k % len(colors)]
-        parts.append(f'<polyline points="{pts}" fill="none" stroke="{c}" stroke-width="1.8"/>')
-        parts.append(f'<text x="{left}" y="{height + 14 + 20 * k}" fill="{c}">{html.escape(name)}: '
-                     f'{_fmt(float(v[0]))} → {_fmt(float(v[-1]))} (range {_fmt(lo)}–{_fmt(hi)})</text>')
+        label = name + (f" (last {float(v[-1]):.3g})" if v.size and np.isfinite(v[-1]) else "")
+        w = 24 + _text_width(label) + 14
+        if lx + w > width and lx > left:
+            lx, ly = float(left), ly + 18
+        legend.append((lx, ly, COLORS[k % len(COLORS)], label))
+        lx += w
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{int(ly) + 8}" '
+             'font-family="sans-serif" font-size="11">']
+    for t in ticks:  # horizontal grid and the y-axis labels
+        y = sy(t)
+        parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#555">'
+                     f'{_tick_label(t, step)}</text>')
+    parts.append(f'<text transform="translate(14,{top + ph / 2:.1f}) rotate(-90)" text-anchor="middle" fill="#333">'
+                 f'{html.escape(y_label)}</text>')
+    parts.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>')
+    every = next(m for m in (1, 2, 5, 10, 20, 25, 50, 100, 200, 500, 1000, 10 ** 9) if n / m <= 10)
+    shown = sorted({0, n - 1} | {e - 1 for e in range(every, n, every)}) if n else []
+    for e in shown:  # x ticks at round epochs, numbered from 1
+        x = sx(e)
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top + ph}" y2="{top + ph + 4}" stroke="#999"/>')
+        parts.append(f'<text x="{x:.1f}" y="{top + ph + 16}" text-anchor="middle" fill="#555">{e + 1}</text>')
+    parts.append(f'<text x="{left + pw / 2}" y="{height - 4}" text-anchor="middle" fill="#333">epoch</text>')
+    if marker is not None and 0 <= marker < n:
+        x = sx(marker)
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + ph}" stroke="#333" '
+                     'stroke-dasharray="4,3"/>')
+        anchor = "end" if marker > n / 2 else "start"
+        dx = 4 if anchor == "end" else -4  # above the plot, leaning into it
+        parts.append(f'<text x="{x + dx:.1f}" y="{top - 6}" text-anchor="{anchor}" fill="#333">kept epoch '
+                     f'{marker + 1}</text>')
+    for k, (name, values) in enumerate(series.items()):
+        v = np.asarray(values, dtype=float)
+        c = COLORS[k % len(COLORS)]
+        if v.size:
+            pts = " ".join(f"{sx(i):.1f},{sy(y):.1f}" for i, y in enumerate(v) if np.isfinite(y))
+            parts.append(f'<polyline points="{pts}" fill="none" stroke="{c}" stroke-width="1.8"/>')
+            dots = {0} if v.size == 1 else set()
+            if marker is not None and 0 <= marker < v.size:
+                dots.add(marker)  # the kept epoch's value on each curve
+            parts.extend(f'<circle cx="{sx(i):.1f}" cy="{sy(v[i]):.1f}" r="3" fill="{c}"/>'
+                         for i in sorted(dots) if np.isfinite(v[i]))
+    for lx, ly, c, label in legend:
+        parts.append(f'<line x1="{lx:.1f}" x2="{lx + 16:.1f}" y1="{ly - 4}" y2="{ly - 4}" stroke="{c}" '
+                     f'stroke-width="2"/><text x="{lx + 20:.1f}" y="{ly}" fill="#333">{html.escape(label)}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def training_section(history: dict) -> str:
+    """The training curves of a BDGF run: loss and its parts, the temperatures, validation OA; warnings first.
+
+    Each chart has its own labelled y-axis shared by its curves; the kept epoch is marked.
+    """
+    best = history.get("best_epoch")
+    loss = history.get("loss", [])
+    terms = history.get("terms", {})
+    val = history.get("val_oa", [])
+    out = ["<h2>Training curves</h2>"]
+    warns = history.get("warnings", [])
+    if warns:
+        out.append('<div class="warn"><b>Check the validation set:</b><ul>'
+                   + "".join(f"<li>{html.escape(w)}</li>" for w in warns) + "</ul></div>")
+    kept = ("best validation OA" if val else "last epoch, no validation pixels")
+    out.append(f"<p>Kept epoch <b>{(best or 0) + 1}</b> of {len(loss)} ({kept}).</p>")
+    curves = {"loss (eq. 29)": loss}
+    curves.update({n: terms[k] for k, n in (("ce", "CE of the fused head"), ("ce_cnn", "CE cnn"),
+                                           ("ce_trans", "CE transformer"), ("ce_mamba", "CE mamba"))
+                   if k in terms})
+    out.append("<h3>Training loss</h3>" + chart_svg(curves, "mean loss per epoch", best))
+    kl = {f"KL {k[3:]}": terms[k] for k in ("kl_ct", "kl_cm", "kl_tm") if k in terms}
+    if kl:
+        out.append("<h3>Mutual learning (eq. 28: T² · KL per pair)</h3>" + chart_svg(kl, "T² · KL", best))
+    temps = {f"T {k[5:]}": terms[k] for k in ("T_kl_ct", "T_kl_cm", "T_kl_tm") if k in terms}
+    if temps:
+        out.append("<h3>Temperatures (eq. 27, mean per epoch)</h3>" + chart_svg(temps, "T", best))
+    if val:
+        pct = [100 * v for v in val]
+        floor = float(np.floor(min(pct) / 10) * 10)
+        out.append("<h3>Validation</h3>" + chart_svg({"validation OA": pct}, "OA %", best, y_min=min(floor, 90.0),
+                                                     y_max=100.0))
+    seconds, val_s = history.get("seconds", 0.0), history.get("val_seconds", 0.0)
+    share = f" ({100 * val_s / seconds:.0f} % of it)" if seconds > 0 and val_s else ""
+    scored = ""
+    if history.get("val_pixels"):
+        scored = (f"; each epoch scored on {history['val_pixels']} of the {history.get('val_pixels_given', '?')} "
+                  "validation pixels (a fixed stratified subset)")
+    out.append(f"<p class='muted'>{seconds:.1f} s of training; validation {val_s:.1f} s{share}{scored}.</p>")
+    return "".join(out)
 
 
 def accuracy_section(acc_json: dict, colors: dict[int, str]) -> str:

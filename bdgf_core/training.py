@@ -71,14 +71,78 @@ class _PatchSource:
 
 
 class _NetWithLoss(torch.nn.Module):
-    """forward(spec, sar, dif, labels) -> the loss of eq. 29, for DistributedDataParallel."""
+    """forward(spec, sar, dif, labels) -> the loss of eq. 29, for DistributedDataParallel.
+
+    The loss's parts (CE, KL terms, temperatures) of the last call are kept in ``parts``.
+    """
 
     def __init__(self, net: BDGFNet) -> None:
         super().__init__()
         self.net = net
+        self.parts: dict[str, float] = {}
 
     def forward(self, spec: Tensor, sar: Tensor, dif: Optional[Tensor], labels: Tensor) -> Tensor:
-        return self.net.loss(self.net(spec, sar, dif), labels)[0]
+        loss, self.parts = self.net.loss(self.net(spec, sar, dif), labels)
+        return loss
+
+
+#: Validation pixels evaluated per epoch by default (issue 16): a fixed stratified subset, so that
+#: choosing the epoch does not cost more than training; its OA has a standard error of about
+#: 1-2 points, enough to rank epochs.
+VAL_CAP = 500
+
+
+def validation_subset(labels: np.ndarray, cap: Optional[int], seed: int) -> np.ndarray:
+    """Indices (sorted) of a stratified subset of at most ``cap`` of ``labels``; all of them without a cap.
+
+    Each class keeps its share of the validation pixels (largest remainders), and every class
+    present keeps at least one pixel while the cap allows. The same labels, cap and seed give
+    the same subset, so every epoch (and a resumed run) is scored on the same pixels.
+    """
+    labels = np.asarray(labels).ravel()
+    n = labels.size
+    if cap is None or n <= cap:
+        return np.arange(n)
+    if cap < 1:
+        raise BdgfError(f"the validation cap must be at least 1 pixel, got {cap}; give a positive cap or none")
+    rng = np.random.default_rng([seed, 16])  # its own stream: the batch order stays that of an uncapped run
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = counts * cap / n
+    take = np.floor(exact).astype(np.int64)
+    short = np.flatnonzero(take == 0)[:max(cap - int(take.sum()), 0)]  # a class too small for its share keeps one
+    take[short] = 1
+    rest = cap - int(take.sum())
+    if rest > 0:
+        order = np.argsort(-(exact - np.floor(exact)), kind="stable")
+        room = order[take[order] < counts[order]][:rest]
+        take[room] += 1
+    picked = [rng.choice(np.flatnonzero(labels == c), size=int(k), replace=False) for c, k in zip(classes, take)]
+    return np.sort(np.concatenate(picked))
+
+
+def validation_warnings(loss: Sequence[float], val_oa: Sequence[float], best_epoch: Optional[int]) -> list[str]:
+    """Signs that the validation set does not measure what training learns (issue 15), as sentences.
+
+    * the best validation epoch is the first (of three or more): the kept model barely trained;
+    * over the second half of the run, validation OA fell (by more than 1 point on average) while
+      the training loss fell: the validation pixels disagree with the training pixels.
+    """
+    out = []
+    n = len(val_oa)
+    if n >= 3 and best_epoch == 0:
+        out.append(f"validation OA was best at the first epoch ({val_oa[0]:.1%}) of {n}: the kept model is "
+                   "barely trained; check that the validation pixels resemble the training pixels (split, "
+                   "validation share) or train without validation (--validation-share 0)")
+    if n >= 4 and len(loss) >= n:
+        h = n // 2
+        loss_fell = np.mean(loss[h:n]) < np.mean(loss[:h])
+        oa_fell = np.mean(val_oa[h:]) < np.mean(val_oa[:h]) - 0.01
+        if loss_fell and oa_fell:
+            out.append(f"validation OA fell while the training loss fell (mean OA {np.mean(val_oa[:h]):.1%} in the "
+                       f"first half of the epochs, {np.mean(val_oa[h:]):.1%} in the second): the validation pixels "
+                       "disagree with the training pixels or the model overfits; the kept epoch is "
+                       f"{(best_epoch or 0) + 1}")
+    return out
 
 
 @torch.inference_mode()
@@ -101,14 +165,20 @@ def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarra
              val: Optional[Pixels], n_classes: int, config: Optional[BDGFConfig] = None, device: str = "cpu",
              progress: Optional[Progress] = None,
              cancelled: Optional[Callable[[], bool]] = None, dist_ctx: Optional[DistContext] = None,
-             log: Optional[Log] = None, checkpoint: Optional[str] = None) -> tuple[BDGFNet, dict]:
+             log: Optional[Log] = None, checkpoint: Optional[str] = None,
+             val_cap: Optional[int] = VAL_CAP) -> tuple[BDGFNet, dict]:
     """Train a BDGFNet on labelled pixels; return (net in eval mode on ``device``, history).
 
     spectral (Bs, H, W), sar (Ba, H, W), features (F, H, W) or None (only when no guidance is
     on): float32, already normalised. train / val: (rows, cols, labels). With val, the epoch
-    with the best validation OA (first one on ties) is kept; without, the last epoch.
-    History: loss (mean per epoch), val_oa (per epoch, empty without val), lr, best_epoch,
-    best_val_oa, seconds. Repeatable on CPU for a given config.seed.
+    with the best validation OA (first one on ties) is kept; without, the last epoch. Each epoch
+    is scored on the same stratified subset of at most ``val_cap`` validation pixels
+    (:func:`validation_subset`; None: all of them).
+    History: loss (mean per epoch), val_oa (per epoch, empty without val), lr, terms (name ->
+    per-epoch mean of each part of the loss: ce, the KL terms kl_ct/kl_cm/kl_tm and the mean
+    temperatures T_kl_*, ce_<branch>), best_epoch, best_val_oa, val_pixels (scored per epoch),
+    val_pixels_given, seconds, val_seconds (of those, spent scoring), warnings (sentences from
+    :func:`validation_warnings`, also sent to ``log``). Repeatable on CPU for a given config.seed.
 
     Under torchrun (``dist_ctx`` from :func:`bdgf_core.distributed.context`) every process draws the
     same global batches and trains on its slice of each, with DistributedDataParallel and
@@ -141,9 +211,12 @@ def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarra
         raise BdgfError("no training pixels")
     images = (spectral, sar, features)
     tr_src = _PatchSource(images, cfg.patch, tr_rows, tr_cols, dev)
-    va_src, va_labels = None, None
+    va_src, va_labels, va_given = None, None, 0
     if val is not None:
         va_rows, va_cols, va_labels = _check_pixels("validation pixels", val, shape, n_classes)
+        va_given = len(va_labels)
+        keep = validation_subset(va_labels, val_cap, cfg.seed)
+        va_rows, va_cols, va_labels = va_rows[keep], va_cols[keep], va_labels[keep]
         if len(va_labels):
             va_src = _PatchSource(images, cfg.patch, va_rows, va_cols, dev)
             va_src.padded = tr_src.padded  # same images: share the padded copies
@@ -161,9 +234,11 @@ def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarra
             _NetWithLoss(net), device_ids=[dev.index] if dev.type == "cuda" else None,
             find_unused_parameters=True)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.milestones), gamma=cfg.gamma)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.lr_milestones()), gamma=cfg.gamma)
     labels_t = torch.from_numpy(tr_labels).to(dev)
-    history: dict = {"loss": [], "val_oa": [], "lr": [], "best_epoch": None, "best_val_oa": None, "seconds": 0.0}
+    history: dict = {"loss": [], "val_oa": [], "lr": [], "terms": {}, "best_epoch": None, "best_val_oa": None,
+                     "val_pixels": 0 if va_labels is None else len(va_labels), "val_pixels_given": va_given,
+                     "seconds": 0.0, "val_seconds": 0.0, "warnings": []}
     best_state, best_oa = None, -1.0
     start_epoch, digest = 0, None
     if checkpoint:
@@ -190,11 +265,12 @@ def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarra
     train_retry = OomRetry(cfg.batch_size, floor, str(dev), log, "training")
     eval_retry = OomRetry(cfg.batch_size, 1, str(dev), log, "validation")
 
-    def _step(idx: np.ndarray, micro: int, scale: float) -> float:
-        """Forward and backward of one batch as micro-batches of at most ``micro``; the batch's mean loss."""
+    def _step(idx: np.ndarray, micro: int, scale: float) -> tuple[float, dict[str, float]]:
+        """Forward and backward of one batch as micro-batches of at most ``micro``; the batch's mean loss and parts."""
         opt.zero_grad(set_to_none=True)
         spans = micro_spans(len(idx), max(2, micro))
         loss_sum = 0.0
+        part_sums: dict[str, float] = {}
         for k, (a, b) in enumerate(spans):
             sub = idx[a:b]
             spec_b, sar_b, dif_b = tr_src.batch(sub)
@@ -209,20 +285,25 @@ def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarra
                 if ddp is not None:
                     with _autocast(dev):
                         loss = ddp(spec_b, sar_b, dif_b, y)
+                    parts = ddp.module.parts
                 else:
                     with _autocast(dev):
                         out = net(spec_b, sar_b, dif_b)
-                    loss, _ = net.loss(out, y)  # loss in fp32 (the mutual module casts)
+                    loss, parts = net.loss(out, y)  # loss in fp32 (the mutual module casts)
                 # one span: exactly the full-batch step; several: each weighted by its share
                 (loss * (scale if len(spans) == 1 else scale * len(sub) / len(idx))).backward()
             loss_sum += float(loss.detach()) * len(sub)
-        return loss_sum / len(idx)
+            for k_, v in parts.items():
+                part_sums[k_] = part_sums.get(k_, 0.0) + v * len(sub)
+        return loss_sum / len(idx), {k_: v / len(idx) for k_, v in part_sums.items()}
 
     t0 = time.perf_counter()
+    seconds_before = history.get("seconds", 0.0)  # a resumed run counts the epochs before the interruption
     for epoch in range(start_epoch, cfg.epochs):
         net.train()
         order = gen.permutation(n)
         total, count = 0.0, 0
+        term_sums: dict[str, float] = {}
         for i, s in enumerate(starts):
             stop = cancelled is not None and cancelled()
             if ctx.enabled:  # one process cancelled: all stop at the same step
@@ -232,24 +313,34 @@ def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarra
             batch = order[s:starts[i + 1] if i + 1 < len(starts) else n]
             idx = rank_slice(batch, ctx)
             scale = loss_scale(len(idx), len(batch), ctx)  # DDP averages the gradients
-            total += train_retry.run(lambda micro: _step(idx, micro, scale)) * len(idx)
+            batch_loss, parts = train_retry.run(lambda micro: _step(idx, micro, scale))
+            total += batch_loss * len(idx)
+            for k, v in parts.items():
+                term_sums[k] = term_sums.get(k, 0.0) + v * len(idx)
             opt.step()  # once per batch, after every micro-batch succeeded
             count += len(idx)
-        if ctx.enabled:  # the epoch's loss over all processes' samples
-            t = torch.tensor([total, float(count)], dtype=torch.float64, device=dev)
+        names = sorted(term_sums)
+        if ctx.enabled:  # the epoch's loss and its parts over all processes' samples
+            t = torch.tensor([total, float(count), *(term_sums[k] for k in names)], dtype=torch.float64, device=dev)
             torch.distributed.all_reduce(t)
             total, count = float(t[0]), int(t[1])
+            term_sums = {k: float(v) for k, v in zip(names, t[2:])}
+        for k in names:  # per-epoch means: the temperatures and KL terms of eqs. 27-28, the CE terms
+            history.setdefault("terms", {}).setdefault(k, []).append(term_sums[k] / count)
         history["lr"].append(opt.param_groups[0]["lr"])
         sched.step()
         history["loss"].append(total / count)
         msg = f"epoch {epoch + 1}/{cfg.epochs}: loss {total / count:.4f}"
         if va_src is not None:
+            v0 = time.perf_counter()
             oa = _accuracy(net, va_src, va_labels, eval_retry)
+            history["val_seconds"] = history.get("val_seconds", 0.0) + time.perf_counter() - v0
             history["val_oa"].append(oa)
             msg += f", validation OA {oa:.4f}"
             if oa > best_oa:
                 best_oa, history["best_epoch"] = oa, epoch
                 best_state = copy.deepcopy(net.state_dict())
+        history["seconds"] = seconds_before + time.perf_counter() - t0
         if checkpoint and ctx.is_main:
             train_checkpoint.save(checkpoint, net, opt, gen, epoch + 1, history, best_state, best_oa, digest)
         if progress is not None:
@@ -259,7 +350,11 @@ def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarra
         history["best_val_oa"] = best_oa
     else:
         history["best_epoch"] = cfg.epochs - 1
-    history["seconds"] = time.perf_counter() - t0
+    history["seconds"] = seconds_before + time.perf_counter() - t0
+    history["warnings"] = validation_warnings(history["loss"], history["val_oa"], history["best_epoch"])
+    for w in history["warnings"]:
+        if log is not None:
+            log(w)
     net.eval()
     return net, history
 

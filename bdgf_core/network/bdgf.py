@@ -39,10 +39,12 @@ class BDGFConfig:
     d_state: int = 16  # Mamba defaults
     d_conv: int = 4
     expand: int = 2
-    branch_ce_weight: float = 0.0  # not in the paper (eq. 29 has CE on the fused head only)
+    branch_ce_weight: float = 1.0  # CE on each branch head; eq. 29 prints 0 (why 1: network/mutual.py)
+    temperature_floor: float = 1.0  # eq. 27's T kept >= this; 0 = as printed (network/mutual.py)
+    mamba_dif_pass: bool = True  # eq. 24: f_CA^dif from the Mamba pass f_m^dif (False: files before it)
     lr: float = 4e-4  # paper: Adam, 4e-4
     weight_decay: float = 0.0
-    milestones: tuple[int, ...] = (50, 75)  # MultiStepLR epochs (not given in the paper)
+    milestones: Optional[tuple[int, ...]] = None  # MultiStepLR epochs; None: 50 % and 75 % of ``epochs``
     gamma: float = 0.5  # paper: MultiStepLR decay 0.5
     epochs: int = 100
     batch_size: int = 64
@@ -53,7 +55,14 @@ class BDGFConfig:
             raise ValueError(f"patch size must be odd and positive, got {self.patch}")
         if not (self.use_cnn or self.use_transformer or self.use_mamba):
             raise ValueError("at least one of the CNN, transformer and Mamba branches must be on")
-        self.milestones = tuple(int(m) for m in self.milestones)
+        if self.milestones is not None:
+            self.milestones = tuple(int(m) for m in self.milestones)
+
+    def lr_milestones(self) -> tuple[int, ...]:
+        """The MultiStepLR milestones: the given ones, or 50 % and 75 % of the epochs (not in the paper)."""
+        if self.milestones is not None:
+            return self.milestones
+        return tuple(sorted({m for m in (self.epochs // 2, (3 * self.epochs) // 4) if 0 < m < self.epochs}))
 
     @property
     def branches(self) -> tuple[str, ...]:
@@ -68,13 +77,17 @@ class BDGFConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["milestones"] = list(self.milestones)
+        d["milestones"] = None if self.milestones is None else list(self.milestones)
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "BDGFConfig":
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**{**LEGACY, **{k: v for k, v in d.items() if k in names}})
+
+
+# What a config written before a field existed meant (model files, checkpoints): the old behaviour.
+LEGACY: dict[str, Any] = {"mamba_dif_pass": False, "temperature_floor": 0.0, "branch_ce_weight": 0.0}
 
 
 @dataclass
@@ -113,10 +126,10 @@ class BDGFNet(nn.Module):
         self.trans = (TransformerBranch(spectral_bands, sar_bands, feature_channels, p, e, cfg.tokens,
                                         cfg.guide_transformer) if cfg.use_transformer else None)
         self.mamba = (MambaBranch(spectral_bands, sar_bands, feature_channels, p, e, cfg.guide_mamba, cfg.use_cnn,
-                                  cfg.d_state, cfg.d_conv, cfg.expand) if cfg.use_mamba else None)
+                                  cfg.d_state, cfg.d_conv, cfg.expand, cfg.mamba_dif_pass) if cfg.use_mamba else None)
         self.heads = nn.ModuleDict({b: nn.Linear(e, n_classes) for b in cfg.branches})  # z per branch (26)
         self.fused_head = nn.Linear(e * len(cfg.branches), n_classes)  # eq. 29: z_total = FC(f_trans, f_cnn, f_mamba)
-        self.mutual = MutualLearning(cfg.branches, cfg.mutual, cfg.branch_ce_weight)
+        self.mutual = MutualLearning(cfg.branches, cfg.mutual, cfg.branch_ce_weight, cfg.temperature_floor)
 
     def forward(self, spec: Tensor, sar: Tensor, dif: Optional[Tensor] = None) -> BDGFOutput:
         feats: dict[str, Tensor] = {}

@@ -131,17 +131,21 @@ class ChannelAttention(nn.Module):
 class MambaBranch(nn.Module):
     """Mamba-based branch (eqs. 20-24): patches -> (feature map (N, embed, p, p), vector (N, embed)).
 
-    The group attention of eq. 24 has up to three members: f_m^spec (always), the diffusion
-    features (only with ``guide``) and the CNN branch's f_cnn of eq. 12 (only with
-    ``with_cnn``, i.e. when the CNN branch is on; without it the group has one member fewer).
+    The group attention of eq. 24 has up to three members: f_m^spec (always), f_m^dif, the
+    diffusion features after a Mamba pass of their own (eq. 20 applied to f^dif; only with
+    ``guide``), and the CNN branch's f_cnn of eq. 12 (only with ``with_cnn``, i.e. when the CNN
+    branch is on; without it the group has one member fewer). ``dif_pass`` False feeds the raw
+    diffusion features to the attention instead, as model files written before the pass did.
     """
 
     def __init__(self, spectral_bands: int, sar_bands: int, feature_channels: int, patch: int, embed: int,
-                 guide: bool, with_cnn: bool, d_state: int = 16, d_conv: int = 4, expand: int = 2) -> None:
+                 guide: bool, with_cnn: bool, d_state: int = 16, d_conv: int = 4, expand: int = 2,
+                 dif_pass: bool = True) -> None:
         super().__init__()
         self.guide, self.with_cnn = guide, with_cnn
         self.spec_mamba = BandMamba(patch, embed, d_state, d_conv, expand)
         self.sar_mamba = BandMamba(patch, embed, d_state, d_conv, expand)
+        self.dif_mamba = BandMamba(patch, embed, d_state, d_conv, expand) if guide and dif_pass else None
         self.ca_spec = ChannelAttention(spectral_bands, embed)
         self.ca_dif = ChannelAttention(feature_channels, embed) if guide else None
         self.ca_cnn = ChannelAttention(embed, embed) if with_cnn else None
@@ -157,7 +161,8 @@ class MambaBranch(nn.Module):
         f_sar = self.sar_mamba(sar)  # eq. 20 for SAR, (N, Ba, p, p)
         group = [self.ca_spec(f_spec)]  # eqs. 21-23 per member
         if self.ca_dif is not None:
-            group.append(self.ca_dif(dif))
+            f_dif = self.dif_mamba(dif) if self.dif_mamba is not None else dif  # eq. 20 for f^dif: f_m^dif
+            group.append(self.ca_dif(f_dif))
         if self.ca_cnn is not None:
             group.append(self.ca_cnn(cnn_map))
         f_ga = self.w11(torch.cat(group, dim=1)) * f_spec + f_spec  # eq. 24
