@@ -4,7 +4,7 @@ import copy
 import numpy as np
 import pytest
 
-from bdgf_core.diffusion import DiffusionConfig, extract_features, extract_features_array, pretrain_ddpm
+from bdgf_core.diffusion import DiffusionConfig, extract_features, extract_features_array, fit_projection, pretrain_ddpm
 from bdgf_core.errors import Cancelled
 
 H, W = 29, 34  # not multiples of the tiles used: partial edge tiles
@@ -149,3 +149,22 @@ def test_old_files_keep_the_plain_mean(model, scene):
     mean = extract_features_array(old, *scene, tile=64)
     # the plain mean is the band-weighted mix of the two groups plus the padding position(s)
     assert mean.shape == (48, H, W) and not np.allclose(mean, new[: 48])
+
+
+def test_projection_fit_computes_each_window_once(model, scene, monkeypatch):
+    """The scene is smaller than the fit tile: the fit_tiles draws are one window, computed once."""
+    from bdgf_core.diffusion import features as feat_mod
+
+    computed, inner = [], feat_mod._tiles_raw_features
+
+    def counting(m, read_window, height, width, tiles, halo, device):
+        computed.extend(tiles)
+        return inner(m, read_window, height, width, tiles, halo, device)
+
+    monkeypatch.setattr(feat_mod, "_tiles_raw_features", counting)
+    m = copy.deepcopy(model)
+    spe, sar = scene
+    fit_projection(m, lambda a, b, c, d: (spe[:, a:b, c:d], sar[:, a:b, c:d]), H, W)
+    assert model.config.fit_tiles == 3 and computed == [(0, H, 0, W)]
+    for k in ("mean", "std", "components"):  # what pretraining fitted (the same draws)
+        np.testing.assert_array_equal(m.projection[k], model.projection[k])

@@ -29,6 +29,7 @@ to float rounding.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Callable
 
 import numpy as np
@@ -191,13 +192,23 @@ def fit_projection(model: DiffusionModel, read_window: ReadWindow, height: int, 
             continue
         picked.append(((r0, r0 + th, c0, c0 + tw), rng.choice(cand, min(per_tile, cand.size), replace=False)))
     step = max(1, cfg.extract_batch)
+    # A scene no larger than the fit tile has one window, drawn fit_tiles times: each distinct
+    # window is computed once and kept until its last draw (same values, same sample order).
+    uses = Counter(w for w, _ in picked)
+    cache: dict[tuple[int, int, int, int], torch.Tensor] = {}
     for i in range(0, len(picked), step):
         if cancelled is not None and cancelled():
             raise Cancelled()
         group = picked[i:i + step]
-        raws = _tiles_raw_features(model, read_window, height, width, [w for w, _ in group], halo, device)
-        for raw, (_, pick) in zip(raws, group):
+        todo = list(dict.fromkeys(w for w, _ in group if w not in cache))
+        if todo:
+            cache.update(zip(todo, _tiles_raw_features(model, read_window, height, width, todo, halo, device)))
+        for w, pick in group:
+            raw = cache[w]
             samples.append(raw.reshape(raw.shape[0], -1)[:, torch.from_numpy(pick).to(raw.device)].T.double().cpu())
+            uses[w] -= 1
+            if not uses[w]:
+                del cache[w]
         if progress is not None:
             done = min(i + step, len(picked))
             progress(done / len(picked), f"fitting the feature projection: tile {done}/{len(picked)}")
