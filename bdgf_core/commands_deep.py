@@ -166,6 +166,7 @@ def cmd_pretrain(args, rep) -> dict:
     with create_raster(args.features, spec.grid, model.output_channels, gdal.GDT_Float32, None, names) as w:
         w.ds.SetMetadataItem("BDGF_DIFFUSION_MODEL_ID", str(model.model_id))
         w.ds.SetMetadataItem("BDGF_DIFFUSION_PROFILE", cfg.profile)
+        w.ds.SetMetadataItem("BDGF_DIFFUSION_FEATURE_FORMAT", str(model.feature_format))
         try:
             extract_features(model, read_window, spec.height, spec.width, w.write, tile=cfg.feature_tile,
                              device=device, progress=feat_rep.callback(), cancelled=rep.cancelled, log=rep.warning)
@@ -184,7 +185,7 @@ def cmd_pretrain(args, rep) -> dict:
             "parameters": int(cost["parameters"]), "train_mflop_per_pixel": round(cost["train_flops_per_pixel"] / 1e6, 3),
             "feature_mflop_per_pixel": round(cost["feature_flops_per_pixel"] / 1e6, 3),
             "pretrain_seconds": round(pretrain_s, 1), "features_seconds": round(features_s, 1),
-            "processes": ctx.world}
+            "feature_format": int(model.feature_format), "processes": ctx.world}
 
 
 def cmd_train(args, rep) -> dict:
@@ -198,7 +199,7 @@ def cmd_train(args, rep) -> dict:
     from .cli import ground_truth_options, run_info, write_training_report
     from .distributed import PeerFailed, join, run_agreed
     from .metrics import assess
-    from .models import feature_tags_of
+    from .models import feature_tags_of, outdated_features
     from .modelfile import save_model
     from .network.bdgf import BDGFConfig
     from .normalise import apply
@@ -241,6 +242,8 @@ def cmd_train(args, rep) -> dict:
             feats = np.nan_to_num(fsrc.read())
             feature_bands = fsrc.bands
             feature_tags = feature_tags_of(args.features)
+            if outdated_features(feature_tags):
+                rep.warning(outdated_features(feature_tags))
         return dev, cfg, data, feats, feature_bands, feature_tags
 
     try:
@@ -288,7 +291,8 @@ def cmd_train(args, rep) -> dict:
         "inputs": {"spectral_bands": data.spectral.bands, "sar_bands": data.sar.bands, "feature_bands": feature_bands,
                    "sar_resampling": args.sar_resampling,
                    "feature_profile": feature_tags.get("profile") or None,
-                   "feature_model_id": feature_tags.get("model_id") or None},
+                   "feature_model_id": feature_tags.get("model_id") or None,
+                   "feature_format": feature_tags.get("format") or None},
         "grid": data.spectral.grid.to_json(), "groundtruth": str(Path(args.groundtruth).resolve()),
         "split": data.split.summary, "network": net.meta(), "run": run_info(device),
         "features": str(Path(args.features).resolve()) if args.features else None,

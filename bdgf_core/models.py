@@ -34,17 +34,35 @@ def load_predictor(path: str | os.PathLike, device: str = "cpu", batch_size: int
                     "'Train BDGF' or 'Train random-forest baseline'")
 
 
-FEATURE_TAGS = {"profile": "BDGF_DIFFUSION_PROFILE", "model_id": "BDGF_DIFFUSION_MODEL_ID"}
+FEATURE_TAGS = {"profile": "BDGF_DIFFUSION_PROFILE", "model_id": "BDGF_DIFFUSION_MODEL_ID",
+                "format": "BDGF_DIFFUSION_FEATURE_FORMAT"}
 
 
 def feature_tags_of(path: str | os.PathLike) -> dict[str, str]:
-    """The diffusion profile and model id that 'Pretrain DDPM' wrote into a feature raster's metadata
-    (empty values for rasters written otherwise)."""
+    """The diffusion profile, model id and feature format that 'Pretrain DDPM' wrote into a feature
+    raster's metadata (empty values for rasters written otherwise; format "1" for its rasters
+    written before the format tag existed)."""
     from osgeo import gdal
 
     ds = gdal.Open(str(path))
     md = (ds.GetMetadata() or {}) if ds is not None else {}
-    return {k: md.get(item, "") for k, item in FEATURE_TAGS.items()}
+    tags = {k: md.get(item, "") for k, item in FEATURE_TAGS.items()}
+    if tags["model_id"] and not tags["format"]:
+        tags["format"] = "1"
+    return tags
+
+
+def outdated_features(tags: dict) -> str | None:
+    """A warning when a feature raster holds an older feature format than 'Pretrain DDPM' writes now."""
+    from .diffusion.pretrain import FEATURE_FORMAT
+
+    have = tags.get("format") or ""
+    if not have.isdigit() or int(have) >= FEATURE_FORMAT:
+        return None
+    return (f"this diffusion feature raster has feature format {have} (the spectral axis averaged over SAR and "
+            f"spectral positions together, before issue 15); 'Pretrain DDPM' now writes format {FEATURE_FORMAT} "
+            "(SAR and spectral pooled apart): rerun it for the current features. The BDGF model keeps the "
+            "format it was trained on, and classification refuses features of another one")
 
 
 def check_inputs(meta: dict, spectral_bands: int, sar_bands: int, feature_bands: int | None = None,
@@ -65,6 +83,11 @@ def check_inputs(meta: dict, spectral_bands: int, sar_bands: int, feature_bands:
                         f"feature raster was computed with the '{have_profile}' profile; give the features of the "
                         f"'{need_profile}' diffusion model the BDGF model was trained with "
                         f"(id {want.get('feature_model_id') or 'unknown'}), or train BDGF on these features")
+    need_format, have_format = want.get("feature_format"), tags.get("format")
+    if need_format and have_format and str(have_format) != str(need_format):
+        raise BdgfError(f"the model was trained on diffusion features of format {need_format}, but this feature "
+                        f"raster has format {have_format}; give the features the BDGF model was trained with, or "
+                        "train BDGF on these features")
     need_id, have_id = want.get("feature_model_id"), tags.get("model_id")
     if need_id and have_id and have_id != need_id:
         raise BdgfError(f"the model was trained on the features of diffusion model {need_id}, but this feature "

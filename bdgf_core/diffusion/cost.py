@@ -16,15 +16,16 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .unet import UNet3D
+from .unet import make_denoiser
 
 _WINDOW = 16
 
 
-def unet_flops(widths, time_dim: int, bands: int, depth: int | None = None, train: bool = False) -> int:
+def unet_flops(widths, time_dim: int, bands: int, depth: int | None = None, train: bool = False,
+               architecture: str = "compact") -> int:
     """FLOPs of one U-Net pass over a (1, 1, bands, 16, 16) window (forward + backward if train)."""
     with torch.device("meta"):
-        net = UNet3D(widths, time_dim)
+        net = make_denoiser(architecture, widths, time_dim)
         x = torch.zeros(1, 1, bands, _WINDOW, _WINDOW, requires_grad=False)
         t = torch.ones(1, dtype=torch.long)
     with FlopCounterMode(display=False) as counter:
@@ -43,8 +44,10 @@ def model_cost(model, tile: int | None = None) -> dict:
     cfg = model.config
     px = _WINDOW * _WINDOW
     depth = max(cfg.layers) + 1
-    train = unet_flops(cfg.widths, cfg.time_dim, model.n_padded, train=True) / px
-    feat = unet_flops(cfg.widths, cfg.time_dim, model.n_padded, depth=depth) / px * len(cfg.timesteps)
+    arch = cfg.architecture
+    train = unet_flops(cfg.widths, cfg.time_dim, model.n_padded, train=True, architecture=arch) / px
+    feat = unet_flops(cfg.widths, cfg.time_dim, model.n_padded, depth=depth, architecture=arch) / px
+    feat *= len(cfg.timesteps)
     tile = int(tile or cfg.tile)
     halo = model.net.receptive_radius_of(depth)
     overhead = ((tile + 2 * halo) / tile) ** 2

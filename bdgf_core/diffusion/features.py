@@ -5,9 +5,15 @@ eval mode) and one U-Net forward; no reverse sampling. The features are the deco
 concatenations (upsampled + skip), all of them ('paper') or the levels in ``feature_layers``.
 
 Reduction (memory-bounded, documented in the model metadata):
-1. each decoder feature (C_k, S_k, h, w) is averaged over its spectral axis -> C_k channels;
-   concatenated over layers and timesteps -> D raw channels (224 per timestep with the default
-   widths, 1344 for the six default timesteps);
+1. each decoder feature (C_k, S_k, h, w) is averaged over its spectral axis by modality
+   (``DiffusionModel.pool_weights``): the positions that stand for SAR bands and those that stand
+   for spectral bands apart, the zero padding left out -> 2 C_k channels (SAR, then spectral). The
+   merged axis holds a handful of SAR positions among many spectral ones: one plain mean would
+   re-impose the spectral dominance that adaptive masking removes (model files written before
+   this, feature format 1, keep the plain mean). SpectralDiff keeps the whole axis (C_k x S_k
+   values, then PCA); that is 3328 x 3 values per pixel and timestep for 104 bands, too many
+   for a memory-bounded projection fit here. Concatenated over layers and timesteps -> D raw
+   channels (2 x 448 per timestep with the 'paper' widths, 2 x 48 with 'fast');
 2. a linear projection fitted on a sample of pixels from a few random tiles (``fit_projection``;
    pre-training does it on the training scene and the model file keeps it): standardise each
    raw channel, project on the top ``feature_channels`` principal components, whiten (unit
@@ -23,6 +29,7 @@ to float rounding.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Callable
 
 import numpy as np
@@ -115,6 +122,7 @@ def _tiles_raw_features(model: DiffusionModel, read_window: ReadWindow, height: 
     speckle_c = cfg.speckle_scale if cfg.speckle else None
     layers = cfg.layers
     depth = max(layers) + 1
+    pools = {k: model.pool_weights(k).to(device) for k in layers}
     windows, x0s = [], []
     for r0, r1, c0, c1 in tiles:
         if batched:
@@ -137,7 +145,12 @@ def _tiles_raw_features(model: DiffusionModel, read_window: ReadWindow, height: 
                 r0, r1, c0, c1 = tiles[i]
                 crop = (slice(None), slice(halo, halo + r1 - r0), slice(halo, halo + c1 - c0))
                 for k in layers:
-                    per_tile[i].append(feats[k][j].mean(dim=1)[crop])  # average over the spectral axis
+                    f = feats[k][j][(slice(None), slice(None)) + crop[1:]]  # (C_k, S_k, h, w)
+                    if cfg.feature_pooling == "mean":  # format 1: exactly the values it always gave
+                        per_tile[i].append(f.mean(dim=1))
+                        continue
+                    pooled = torch.einsum("gs,cshw->gchw", pools[k], f)  # per-modality spectral means
+                    per_tile[i].append(pooled.reshape(-1, *pooled.shape[2:]))
     return [torch.cat(f).float() for f in per_tile]
 
 
@@ -179,13 +192,23 @@ def fit_projection(model: DiffusionModel, read_window: ReadWindow, height: int, 
             continue
         picked.append(((r0, r0 + th, c0, c0 + tw), rng.choice(cand, min(per_tile, cand.size), replace=False)))
     step = max(1, cfg.extract_batch)
+    # A scene no larger than the fit tile has one window, drawn fit_tiles times: each distinct
+    # window is computed once and kept until its last draw (same values, same sample order).
+    uses = Counter(w for w, _ in picked)
+    cache: dict[tuple[int, int, int, int], torch.Tensor] = {}
     for i in range(0, len(picked), step):
         if cancelled is not None and cancelled():
             raise Cancelled()
         group = picked[i:i + step]
-        raws = _tiles_raw_features(model, read_window, height, width, [w for w, _ in group], halo, device)
-        for raw, (_, pick) in zip(raws, group):
+        todo = list(dict.fromkeys(w for w, _ in group if w not in cache))
+        if todo:
+            cache.update(zip(todo, _tiles_raw_features(model, read_window, height, width, todo, halo, device)))
+        for w, pick in group:
+            raw = cache[w]
             samples.append(raw.reshape(raw.shape[0], -1)[:, torch.from_numpy(pick).to(raw.device)].T.double().cpu())
+            uses[w] -= 1
+            if not uses[w]:
+                del cache[w]
         if progress is not None:
             done = min(i + step, len(picked))
             progress(done / len(picked), f"fitting the feature projection: tile {done}/{len(picked)}")

@@ -59,7 +59,7 @@ from ..errors import BdgfError, Cancelled
 from ..modelfile import load_model, read_meta, save_model
 from ..oom import OomRetry
 from .forward import Schedule, apply_masks, linear_schedule, mask_probability, q_sample
-from .unet import UNet3D
+from .unet import ARCHITECTURES, make_denoiser
 
 Progress = Callable[[float, str], None]
 
@@ -102,6 +102,12 @@ class DiffusionConfig:
     channels_last: bool = False  # channels_last_3d memory format on CPU (faster 3-D convs in training)
     extract_batch: int = 1  # tiles per U-Net forward in feature extraction (>1 selects oneDNN convs on CPU)
     extract_tile: int = 0  # tile size of feature extraction; 0 = the training tile
+    # "spectraldiff" (SpectralDiff's denoiser, the 'paper' profile) or "compact" (UNet3D, 'fast');
+    # model files written before the field existed are "compact" (see from_dict)
+    architecture: str = "compact"
+    # How a decoder feature's spectral axis is reduced: "modality" (SAR and spectral positions
+    # averaged separately) or "mean" (all positions together, feature format 1, before issue 15)
+    feature_pooling: str = "modality"
 
     @classmethod
     def from_profile(cls, name: str = "paper", **overrides: Any) -> "DiffusionConfig":
@@ -119,7 +125,7 @@ class DiffusionConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "DiffusionConfig":
         known = {f.name for f in dataclasses.fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}
+        d = {**_LEGACY, **{k: v for k, v in d.items() if k in known}}
         for k in _TUPLES:
             if k in d:
                 d[k] = tuple(int(v) for v in d[k])
@@ -141,6 +147,11 @@ class DiffusionConfig:
             raise BdgfError(f"spectral_reduction must be 'pca' or 'bins', got {self.spectral_reduction!r}")
         if self.spectral_components < 0 or self.extract_batch < 1 or self.extract_tile < 0:
             raise BdgfError("spectral_components and extract_tile must be >= 0 and extract_batch >= 1")
+        if self.architecture not in ARCHITECTURES:
+            raise BdgfError(f"unknown denoiser architecture {self.architecture!r}; choose one of "
+                            f"{sorted(ARCHITECTURES)}")
+        if self.feature_pooling not in FEATURE_FORMATS:
+            raise BdgfError(f"feature_pooling must be one of {sorted(FEATURE_FORMATS)}, got {self.feature_pooling!r}")
 
     @property
     def feature_tile(self) -> int:
@@ -155,13 +166,20 @@ class DiffusionConfig:
 
 _TUPLES = ("widths", "timesteps", "feature_layers")
 
-# The profiles. 'paper' is the dataclass defaults (SpectralDiff's set-up). 'fast' was chosen by
+#: Settings of model files written before a field existed: they load and compute what they did.
+_LEGACY = {"architecture": "compact", "feature_pooling": "mean"}
+
+#: Feature raster format per pooling (the raster's BDGF_DIFFUSION_FEATURE_FORMAT; no tag = 1).
+FEATURE_FORMATS = {"mean": 1, "modality": 2}
+FEATURE_FORMAT = FEATURE_FORMATS["modality"]  # what a new model writes
+
+# The profiles. 'paper' is the dataclass defaults with SpectralDiff's denoiser. 'fast' was chosen by
 # the measurements in docs/DIFFUSION.md (benchmarks/bench_profiles.py): the spectral PCA and the
 # slimmer, shallower network cut the denoiser's FLOPs per pixel; two timesteps (10, 100, the
 # best pair of the sweep over t and decoder layer) cut extraction; channels_last and batched
 # extraction use oneDNN's kernels.
 PROFILES: dict[str, dict[str, Any]] = {
-    "paper": {},
+    "paper": dict(architecture="spectraldiff"),
     "fast": dict(widths=(8, 16, 32), spectral_components=6, tile=32, batch=8, lr=1e-3, steps=300,
                  timesteps=(10, 100), feature_layers=(), feature_channels=32, fit_tiles=8, fit_pixels=5000,
                  channels_last=True, extract_batch=4, extract_tile=96),
@@ -177,13 +195,13 @@ class DiffusionModel:
     """The trained U-Net with its config, input scaling statistics and feature projection."""
 
     def __init__(self, config: DiffusionConfig, n_spectral: int, n_sar: int, scaling: dict,
-                 net: UNet3D | None = None, projection: dict[str, np.ndarray] | None = None,
+                 net: nn.Module | None = None, projection: dict[str, np.ndarray] | None = None,
                  model_id: str | None = None) -> None:
         self.config = config
         self.n_spectral = int(n_spectral)
         self.n_sar = int(n_sar)
         self.scaling = {k: np.asarray(v, dtype=np.float64) for k, v in scaling.items()}
-        self.net = net if net is not None else UNet3D(config.widths, config.time_dim)
+        self.net = net if net is not None else make_denoiser(config.architecture, config.widths, config.time_dim)
         self.projection = projection  # {"mean", "std", "components"} or None
         self.model_id = model_id or uuid.uuid4().hex
         self.meta_extra: dict = {}  # run information the caller records in the model file
@@ -243,8 +261,38 @@ class DiffusionModel:
         return [self.net.feature_channels[k] for k in self.config.layers]
 
     @property
+    def feature_groups(self) -> list[str]:
+        """The groups of spectral-axis positions each decoder feature is averaged over, in channel order."""
+        if self.config.feature_pooling == "mean":
+            return ["all"]
+        return [g for g, n in (("sar", self.n_sar), ("spectral", self.n_input_spectral)) if n > 0]
+
+    @property
+    def feature_format(self) -> int:
+        """Version of the features' layout (FEATURE_FORMATS), written into the feature raster."""
+        return FEATURE_FORMATS[self.config.feature_pooling]
+
+    def pool_weights(self, k: int) -> torch.Tensor:
+        """Averaging weights (groups, S_k) over the spectral axis of decoder feature k (0 = deepest).
+
+        Position j of a feature downsampled s times stands for the input bands j*s ... (j+1)*s - 1
+        (SAR first, then spectral, then zero padding). 'modality': each group's weight of j is the
+        number of its bands among those, so SAR and spectral positions are averaged apart and the
+        padding takes no part (the spectral positions far outnumber the SAR ones: a plain mean
+        would drown the SAR). 'mean': every position alike (format 1).
+        """
+        stride = self.net.feature_strides[k]
+        size = self.n_padded // stride
+        if self.config.feature_pooling == "mean":
+            return torch.full((1, size), 1.0 / size)
+        band = torch.arange(self.n_padded)
+        spans = {"sar": band < self.n_sar, "spectral": (band >= self.n_sar) & (band < self.n_bands)}
+        w = torch.stack([spans[g].reshape(size, stride).sum(1).float() for g in self.feature_groups])
+        return w / w.sum(1, keepdim=True)
+
+    @property
     def raw_feature_channels(self) -> int:
-        return len(self.config.timesteps) * sum(self.feature_layer_channels)
+        return len(self.config.timesteps) * len(self.feature_groups) * sum(self.feature_layer_channels)
 
     @property
     def output_channels(self) -> int:
@@ -252,16 +300,18 @@ class DiffusionModel:
 
     def feature_info(self) -> dict:
         """What extract_features writes: channel count and meaning (stored in model metadata)."""
-        raw = (f"spectral-axis mean of the decoder concatenations (channels {self.feature_layer_channels}, "
+        if self.config.feature_pooling == "mean":
+            pooled = "spectral-axis mean"
+        else:
+            pooled = f"spectral-axis means over the {' and the '.join(self.feature_groups)} positions (group-major)"
+        raw = (f"{pooled} of the decoder concatenations (channels {self.feature_layer_channels}, "
                f"deepest first) at t = {list(self.config.timesteps)}, timestep-major")
-        if self.projection is None:
-            return {"channels": self.output_channels, "raw_channels": self.raw_feature_channels,
-                    "timesteps": list(self.config.timesteps), "layers": self.feature_layer_channels,
-                    "profile": self.config.profile, "model_id": self.model_id, "meaning": raw}
+        if self.projection is not None:
+            raw = f"PCA-whitened principal components (largest variance first) of the standardised {raw}"
         return {"channels": self.output_channels, "raw_channels": self.raw_feature_channels,
                 "timesteps": list(self.config.timesteps), "layers": self.feature_layer_channels,
-                "profile": self.config.profile, "model_id": self.model_id,
-                "meaning": f"PCA-whitened principal components (largest variance first) of the standardised {raw}"}
+                "groups": self.feature_groups, "format": self.feature_format,
+                "profile": self.config.profile, "model_id": self.model_id, "meaning": raw}
 
     # -- files ------------------------------------------------------------------------------------
     def _meta(self) -> dict:
@@ -300,11 +350,15 @@ class DiffusionModel:
     def _from_parts(cls, tensors: dict[str, np.ndarray], meta: dict, device: str) -> "DiffusionModel":
         try:
             config = DiffusionConfig.from_dict(meta["config"])
-            net = UNet3D(config.widths, config.time_dim)
+            config.validate()
+            net = make_denoiser(config.architecture, config.widths, config.time_dim)
             state = {k[4:]: torch.from_numpy(np.array(v)) for k, v in tensors.items() if k.startswith("net.")}
             net.load_state_dict(state)
             proj = {k[11:]: np.array(v) for k, v in tensors.items() if k.startswith("projection.")} or None
             model = cls(config, meta["n_spectral"], meta["n_sar"], meta["scaling"], net, proj, meta["model_id"])
+        except BdgfError as exc:
+            raise BdgfError(f"the diffusion model file asks for settings this version does not know ({exc}); "
+                            "pretrain it again with this version") from None
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:
             raise BdgfError(f"the diffusion model file is inconsistent ({exc}); train it again") from None
         model.net.to(device)
@@ -567,7 +621,7 @@ def pretrain_ddpm(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray | Non
     checkpoint and fits the projection: the other ranks return a model without projection, to be
     discarded. ``log`` (e.g. ``Reporter.warning``) is told when a step falls back to micro-batches.
     """
-    config = config or DiffusionConfig()
+    config = config or DiffusionConfig.from_profile("paper")
     config.validate()
     ctx = dist_ctx or SINGLE
     check_batch(config.batch, ctx)
@@ -706,7 +760,7 @@ def pretrain_ddpm(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray | Non
 
     net.to(memory_format=torch.contiguous_format)
     if ctx.enabled:  # back to plain BatchNorm (eval mode uses the running statistics either way)
-        plain = UNet3D(config.widths, config.time_dim).to(device)
+        plain = make_denoiser(config.architecture, config.widths, config.time_dim).to(device)
         plain.load_state_dict(net.state_dict())
         model.net = net = plain
     model.meta_extra["cost"] = model.cost(config.feature_tile)
