@@ -8,7 +8,7 @@ border in all eight orientations.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -43,61 +43,68 @@ def far_side_masks(n: int, p: int, rng: np.random.Generator) -> np.ndarray:
     return along >= dist[:, None, None]
 
 
-def partners(labels: np.ndarray, rng: np.random.Generator, tries: int = 4) -> np.ndarray:
-    """For each sample, the index of a random sample of another class in the batch, or -1 when none was found."""
-    n = labels.size
-    out = np.full(n, -1, np.int64)
-    todo = np.arange(n)
-    for _ in range(tries):
-        if todo.size == 0:
-            break
-        cand = rng.integers(0, n, todo.size)
-        ok = labels[cand] != labels[todo]
-        out[todo[ok]] = cand[ok]
-        todo = todo[~ok]
+def partners(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """For each sample, the index of a random sample of another class in the batch (-1 when the batch has one class)."""
+    out = np.full(labels.size, -1, np.int64)
+    for c in np.unique(labels):
+        mine, others = np.flatnonzero(labels == c), np.flatnonzero(labels != c)
+        if others.size:
+            out[mine] = others[rng.integers(0, others.size, mine.size)]
     return out
 
 
-def mix_patches(patches: Sequence[Optional[Tensor]], labels: np.ndarray, share: float,
-                rng: np.random.Generator) -> list[Optional[Tensor]]:
-    """Mixed patches: for a ``share`` of the samples, the far side of a random line (:func:`far_side_masks`)
-    is copied, in every input, from a sample of another class; the labels are unchanged."""
+def mix_patches(patches: Sequence[Optional[Tensor]], others: Sequence[Optional[Tensor]], masks: np.ndarray
+                ) -> list[Optional[Tensor]]:
+    """Each input's patches with the pixels of ``masks`` (n, p, p) taken from ``others`` (the same shapes)."""
     ref = next(x for x in patches if x is not None)
-    n, p = ref.shape[0], ref.shape[-1]
-    chosen = np.flatnonzero(rng.random(n) < share)
-    if chosen.size == 0 or p < 3:
-        return list(patches)
-    other = partners(labels, rng)[chosen]
-    keep = other >= 0
-    chosen, other = chosen[keep], other[keep]
-    if chosen.size == 0:
-        return list(patches)
-    mask = torch.as_tensor(far_side_masks(chosen.size, p, rng), device=ref.device)[:, None]  # (m, 1, p, p)
-    ci, oi = (torch.as_tensor(a, device=ref.device) for a in (chosen, other))
-    out = []
-    for x in patches:
-        if x is None:
-            out.append(None)
-            continue
-        y = x.clone()
-        y[ci] = torch.where(mask, x[oi], x[ci])
-        out.append(y)
-    return out
+    m = torch.as_tensor(masks, device=ref.device)[:, None]  # (n, 1, p, p)
+    return [None if x is None else torch.where(m, o, x) for x, o in zip(patches, others)]
 
 
-def augment_batch(spec: Tensor, sar: Tensor, dif: Optional[Tensor], labels: Tensor, flips: bool, mix_share: float,
-                  key: Sequence[int]) -> tuple[Tensor, Tensor, Optional[Tensor]]:
-    """The training batch with the edge augmentations of the config; unchanged (the same tensors) when both are off.
+class EdgePlan:
+    """The draws of one global training batch: per sample a symmetry k (0..7), whether it is mixed, the
+    partner pixel (another class in the batch, -1 for none) and the line (:func:`far_side_masks`).
 
-    ``key``: integers that seed the draws (the run's seed, epoch, batch...), so a run is repeatable and
-    a resumed run draws what the uninterrupted one drew.
+    Drawn for the whole batch from ``key`` and looked up per pixel, so a process of a torchrun job or an
+    out-of-memory micro-batch augments its samples exactly as one process with the whole batch does.
+    """
+
+    def __init__(self, batch: np.ndarray, labels: np.ndarray, patch: int, mix_share: float, key: Sequence[int]
+                 ) -> None:
+        rng = np.random.default_rng([int(k) for k in key])
+        n = batch.size
+        self.pos = {int(b): i for i, b in enumerate(batch)}
+        self.k = rng.integers(0, 8, n)
+        partner = partners(labels[batch], rng)
+        self.partner = np.where(partner >= 0, batch[np.maximum(partner, 0)], -1)
+        self.mixed = (rng.random(n) < mix_share) & (partner >= 0)
+        self.masks = far_side_masks(n, patch, rng)
+
+    def rows(self, sub: np.ndarray) -> np.ndarray:
+        return np.array([self.pos[int(i)] for i in sub], np.int64)
+
+
+def augment_batch(patches: Sequence[Optional[Tensor]], sub: np.ndarray, batch: np.ndarray, labels: np.ndarray,
+                  fetch: Callable[[np.ndarray], Sequence[Optional[Tensor]]], flips: bool, mix_share: float,
+                  key: Sequence[int]) -> list[Optional[Tensor]]:
+    """The patches of training pixels ``sub`` (part of the global ``batch``; indices into ``labels``) with the
+    edge augmentations; the same tensors when both are off. ``fetch(idx)`` cuts the patches of other
+    training pixels (the partners of mixed patches). ``key``: integers that seed the batch's draws
+    (the run's seed, epoch, batch), so a run is repeatable and a resumed run draws what the
+    uninterrupted one drew.
     """
     if not flips and mix_share <= 0:
-        return spec, sar, dif
-    rng = np.random.default_rng([int(k) for k in key])
-    out: list[Optional[Tensor]] = [spec, sar, dif]
-    if mix_share > 0:  # before the flips, so the mixed borders turn with the rest
-        out = mix_patches(out, labels.detach().cpu().numpy(), mix_share, rng)
+        return list(patches)
+    ref = next(x for x in patches if x is not None)
+    plan = EdgePlan(np.asarray(batch), np.asarray(labels), ref.shape[-1], mix_share, key)
+    rows = plan.rows(sub)
+    out = list(patches)
+    mixed = rows[plan.mixed[rows]]
+    if mixed.size and ref.shape[-1] >= 3:  # before the flips, so the mixed borders turn with the rest
+        at = torch.as_tensor(np.flatnonzero(plan.mixed[rows]), device=ref.device)
+        others = fetch(plan.partner[mixed])
+        part = mix_patches([None if x is None else x[at] for x in out], others, plan.masks[mixed])
+        out = [None if x is None else x.index_copy(0, at, y) for x, y in zip(out, part)]
     if flips:
-        out = dihedral(out, rng.integers(0, 8, spec.shape[0]))
-    return out[0], out[1], out[2]
+        out = dihedral(out, plan.k[rows])
+    return out

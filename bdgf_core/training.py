@@ -199,9 +199,9 @@ def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarra
         for k, (a, b) in enumerate(spans):
             sub = idx[a:b]
             spec_b, sar_b, dif_b = tr_src.batch(sub)
-            # issue 15's edge augmentations, drawn from (seed, epoch, batch, rank, span): resumable
-            spec_b, sar_b, dif_b = augment_batch(spec_b, sar_b, dif_b, labels_t[sub], cfg.flips, cfg.mix_share,
-                                                 (cfg.seed, epoch, idx[0], ctx.rank, a))
+            # issue 15's edge augmentations, drawn per global batch: the same under torchrun and when resumed
+            spec_b, sar_b, dif_b = augment_batch((spec_b, sar_b, dif_b), sub, batch, tr_labels, tr_src.batch,
+                                                 cfg.flips, cfg.mix_share, (cfg.seed, epoch, batch[0]))
             if len(sub) < 2 and not ctx.enabled:  # a single training pixel in all: BatchNorm needs 2 samples
                 spec_b, sar_b = spec_b.repeat(2, 1, 1, 1), sar_b.repeat(2, 1, 1, 1)
                 dif_b = None if dif_b is None else dif_b.repeat(2, 1, 1, 1)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from bdgf_core.augment import augment_batch, dihedral, far_side_masks, mix_patches, partners
+from bdgf_core.augment import EdgePlan, augment_batch, dihedral, far_side_masks, partners
 from bdgf_core.network import BDGFConfig, BDGFNet
 from bdgf_core.network.bdgf import LEGACY, CentrePixel
 from bdgf_core.patches import extract_patches, pad_reflect
@@ -82,31 +82,50 @@ def test_far_side_masks_miss_the_centre_and_are_never_empty() -> None:
     assert 0.05 < m.mean() < 0.45  # a half-plane at most, often less
 
 
+def _pixels(n: int = 40, p: int = 5):
+    """Patches of n training pixels, a fetch function for them and their labels (4 classes)."""
+    pool = _patches(n=n, p=p)
+    return pool, (lambda idx: [x[torch.as_tensor(idx)] for x in pool]), np.arange(n) % 4
+
+
 def test_mixed_patches_take_the_far_side_from_another_class() -> None:
-    spec, sar, dif = _patches(n=40)
-    labels = np.arange(40) % 4
-    out = mix_patches([spec, sar, dif], labels, 1.0, np.random.default_rng(1))
-    changed = (out[0] != spec).flatten(1).any(1)
-    assert changed.all()  # share 1: every sample has a partner of another class
-    for x, y in zip((spec, sar, dif), out):
+    pool, fetch, labels = _pixels()
+    batch = np.random.default_rng(0).permutation(40)[:32]
+    out = augment_batch(fetch(batch), batch, batch, labels, fetch, False, 1.0, (0, 1))
+    plan = EdgePlan(batch, labels, 5, 1.0, (0, 1))
+    assert plan.mixed.all() and (labels[plan.partner] != labels[batch]).all()
+    for x, y in zip(fetch(batch), out):
         torch.testing.assert_close(y[:, :, 2, 2], x[:, :, 2, 2])  # the centre, and so the label, stays
-    # each changed pixel comes from one other sample of another class, the same one in every input
-    for i in range(40):
-        diff = (out[0][i] != spec[i]).any(0)
-        src = [j for j in range(40) if torch.equal(out[0][i][:, diff], spec[j][:, diff])]
-        assert src and all(labels[j] != labels[i] for j in src)
-        torch.testing.assert_close(out[2][i][:, diff], dif[src[0]][:, diff])
-    assert mix_patches([spec, sar, dif], labels, 0.0, np.random.default_rng(1))[0] is spec
+    for i, pix in enumerate(batch):  # beyond the line: the partner's pixels, in every input
+        m = torch.as_tensor(plan.masks[i])
+        for x, y in zip(pool, out):
+            torch.testing.assert_close(y[i][:, m], x[plan.partner[i]][:, m])
+            torch.testing.assert_close(y[i][:, ~m], x[pix][:, ~m])
     assert (partners(np.zeros(5, int), np.random.default_rng(0)) == -1).all()  # one class: no partner
+    share = EdgePlan(np.arange(40), labels, 5, 0.3, (0, 2)).mixed.mean()
+    assert 0.1 < share < 0.5
+
+
+def test_a_slice_of_the_batch_is_augmented_as_in_the_whole_batch() -> None:
+    # what a torchrun process or an out-of-memory micro-batch does with its part of the global batch
+    _, fetch, labels = _pixels()
+    batch = np.random.default_rng(1).permutation(40)[:24]
+    whole = augment_batch(fetch(batch), batch, batch, labels, fetch, True, 0.5, (3, 0, 7))
+    for part in (batch[:10], batch[10:]):
+        got = augment_batch(fetch(part), part, batch, labels, fetch, True, 0.5, (3, 0, 7))
+        rows = [int(np.flatnonzero(batch == i)[0]) for i in part]
+        for x, y in zip(whole, got):
+            torch.testing.assert_close(y, x[rows])
 
 
 def test_augment_batch_is_repeatable_and_a_no_op_when_off() -> None:
-    spec, sar, dif = _patches(n=16)
-    y = torch.arange(16) % 3
-    assert augment_batch(spec, sar, dif, y, False, 0.0, (0, 1)) == (spec, sar, dif)
-    a = augment_batch(spec, sar, dif, y, True, 0.5, (0, 1, 2))
-    b = augment_batch(spec, sar, dif, y, True, 0.5, (0, 1, 2))
-    c = augment_batch(spec, sar, dif, y, True, 0.5, (0, 1, 3))
+    _, fetch, labels = _pixels(n=16)
+    batch = np.arange(16)
+    patches = fetch(batch)
+    assert all(u is v for u, v in zip(augment_batch(patches, batch, batch, labels, fetch, False, 0.0, (0,)), patches))
+    a = augment_batch(patches, batch, batch, labels, fetch, True, 0.5, (0, 1, 2))
+    b = augment_batch(patches, batch, batch, labels, fetch, True, 0.5, (0, 1, 2))
+    c = augment_batch(patches, batch, batch, labels, fetch, True, 0.5, (0, 1, 3))
     for u, v in zip(a, b):
         torch.testing.assert_close(u, v)
     assert not torch.equal(a[0], c[0])
@@ -148,3 +167,16 @@ def test_predict_block_with_the_centre_feature_equals_per_pixel() -> None:
         allp = [torch.from_numpy(extract_patches(x, rows, cols, p)) for x in padded]
         want = torch.softmax(net(*allp).logits, -1).numpy().T.reshape(3, 12, 10)
     np.testing.assert_allclose(probs, want, rtol=1e-4, atol=1e-5)
+
+
+def test_train_flags_reach_the_config(capsys) -> None:
+    from bdgf_core.cli import build_parser
+
+    base = ["train", "--spectral", "s.tif", "--sar", "a.tif", "--groundtruth", "g.gpkg", "--model", "m.bdgf"]
+    a = build_parser().parse_args([*base, "--no-centre", "--flips", "--mix-share", "0.3"])
+    assert (a.centre, a.flips, a.mix_share) == (False, True, 0.3)
+    a = build_parser().parse_args(base)
+    assert (a.centre, a.flips, a.mix_share) == (None, None, None)  # unset: BDGFConfig's defaults
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*base, "--mix-share", "1.5"])
+    assert "--mix-share" in capsys.readouterr().err
