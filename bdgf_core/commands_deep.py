@@ -1,6 +1,7 @@
 """Commands of the deep model: ``pretrain`` (Pretrain DDPM) and ``train`` (Train BDGF)."""
 from __future__ import annotations
 
+import argparse
 import time
 import uuid
 from pathlib import Path
@@ -20,6 +21,13 @@ def _timesteps(v: str) -> tuple[int, ...]:
     if not ts or min(ts) < 1:
         raise argparse.ArgumentTypeError(f"timesteps must be positive whole numbers, got {v!r}")
     return ts
+
+
+def _mix_share(v: str) -> float:
+    f = float(v)
+    if not 0.0 <= f <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a share in [0, 1], got {v}")
+    return f
 
 
 def add_deep_commands(sub, common, training_args) -> None:
@@ -52,6 +60,13 @@ def add_deep_commands(sub, common, training_args) -> None:
                         "(default 500)")
     for name in ("cnn", "transformer", "mamba", "guide-cnn", "guide-transformer", "guide-mamba", "mutual"):
         t.add_argument(f"--no-{name}", action="store_true", help=f"ablation: switch {name} off (Table II)")
+    # issue 15's edge switches; unset, they take BDGFConfig's defaults (docs/METHOD.md "Class edges")
+    t.add_argument("--centre", action=argparse.BooleanOptionalAction, default=None,
+                   help="the centre pixel's own values into the fused head (default: on)")
+    t.add_argument("--flips", action=argparse.BooleanOptionalAction, default=None,
+                   help="train on flipped and rotated patches")
+    t.add_argument("--mix-share", type=_mix_share, default=None,
+                   help="share of training patches mixed with another class beyond a random line (0..1)")
     from .cli import COMMANDS
 
     COMMANDS["pretrain"] = cmd_pretrain
@@ -222,7 +237,9 @@ def cmd_train(args, rep) -> dict:
                              use_cnn=not args.no_cnn, use_transformer=not args.no_transformer,
                              use_mamba=not args.no_mamba, guide_cnn=not args.no_guide_cnn,
                              guide_transformer=not args.no_guide_transformer, guide_mamba=not args.no_guide_mamba,
-                             mutual=not args.no_mutual)
+                             mutual=not args.no_mutual,
+                             **{k: v for k, v in {"centre": args.centre, "flips": args.flips,
+                                                  "mix_share": args.mix_share}.items() if v is not None})
         except ValueError as exc:
             raise BdgfError(f"{exc}; keep at least one branch on") from None
         data = prepare_training(args.spectral, args.sar, args.groundtruth, args.class_field, args.samples_per_class,

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from . import train_checkpoint
+from .augment import augment_batch
 from .distributed import (SINGLE, DistContext, all_ranks_agree, broadcast_object, check_batch, loss_scale, rank_slice,
                           sync_batchnorm)
 from .errors import BdgfError, Cancelled
@@ -274,6 +275,9 @@ def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarra
         for k, (a, b) in enumerate(spans):
             sub = idx[a:b]
             spec_b, sar_b, dif_b = tr_src.batch(sub)
+            # issue 15's edge augmentations, drawn per global batch: the same under torchrun and when resumed
+            spec_b, sar_b, dif_b = augment_batch((spec_b, sar_b, dif_b), sub, batch, tr_labels, tr_src.batch,
+                                                 cfg.flips, cfg.mix_share, (cfg.seed, epoch, batch[0]))
             if len(sub) < 2 and not ctx.enabled:  # a single training pixel in all: BatchNorm needs 2 samples
                 spec_b, sar_b = spec_b.repeat(2, 1, 1, 1), sar_b.repeat(2, 1, 1, 1)
                 dif_b = None if dif_b is None else dif_b.repeat(2, 1, 1, 1)

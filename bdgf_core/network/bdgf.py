@@ -15,6 +15,10 @@ from .mutual import MutualLearning
 from .transformer import TransformerBranch
 
 BRANCHES = ("cnn", "trans", "mamba")
+#: What a config written before a field existed meant (model files, checkpoints): the old network and
+#: training. A file without a key gets these, not today's defaults (issue 15's fidelity and edge switches).
+LEGACY: dict[str, Any] = {"mamba_dif_pass": False, "temperature_floor": 0.0, "branch_ce_weight": 0.0,
+                          "centre": False, "flips": False, "mix_share": 0.0}
 
 
 @dataclass
@@ -24,6 +28,12 @@ class BDGFConfig:
     Table II ablations: ``use_*`` switch branches (at least one on), ``guide_*`` switch the
     diffusion guidance of each branch, ``mutual`` the mutual learning loss. The validation share
     is chosen by the caller (it passes the validation pixels to ``fit_bdgf``).
+
+    Edge switches (not in the paper, issue 15; docs/METHOD.md "Class edges"): ``centre`` feeds the
+    centre pixel's own spectral + SAR (+ diffusion) vector through a small MLP into the fused head;
+    ``flips`` trains on randomly flipped / rotated patches; ``mix_share`` is the share of training
+    patches whose far side of a random line is taken from a patch of another class
+    (bdgf_core/augment.py).
     """
 
     patch: int = 9  # paper: patch size 9 (any odd size >= 1 works, 1 = pixel only)
@@ -49,10 +59,15 @@ class BDGFConfig:
     epochs: int = 100
     batch_size: int = 64
     seed: int = 0
+    centre: bool = False
+    flips: bool = False
+    mix_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.patch < 1 or self.patch % 2 == 0:
             raise ValueError(f"patch size must be odd and positive, got {self.patch}")
+        if not 0.0 <= self.mix_share <= 1.0:
+            raise ValueError(f"the mixed-patch share must be between 0 and 1, got {self.mix_share}")
         if not (self.use_cnn or self.use_transformer or self.use_mamba):
             raise ValueError("at least one of the CNN, transformer and Mamba branches must be on")
         if self.milestones is not None:
@@ -86,8 +101,21 @@ class BDGFConfig:
         return cls(**{**LEGACY, **{k: v for k, v in d.items() if k in names}})
 
 
-# What a config written before a field existed meant (model files, checkpoints): the old behaviour.
-LEGACY: dict[str, Any] = {"mamba_dif_pass": False, "temperature_floor": 0.0, "branch_ce_weight": 0.0}
+class CentrePixel(nn.Module):
+    """f_centre (N, embed): an MLP of the centre pixel's spectral, SAR (and diffusion) values.
+
+    A patch network sees the centre pixel as one of p * p; at a class edge half of the patch
+    belongs to the neighbouring class, and the pixel's own values are what decides (issue 15).
+    """
+
+    def __init__(self, channels: int, embed: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(channels, embed), nn.LayerNorm(embed), nn.GELU(), nn.Linear(embed, embed))
+
+    def forward(self, spec: Tensor, sar: Tensor, dif: Optional[Tensor] = None) -> Tensor:
+        c = spec.shape[-1] // 2
+        parts = [spec[..., c, c], sar[..., c, c]] + ([] if dif is None else [dif[..., c, c]])
+        return self.mlp(torch.cat(parts, dim=-1))
 
 
 @dataclass
@@ -107,6 +135,8 @@ class BDGFNet(nn.Module):
 
     The Mamba branch uses the CNN branch's f_cnn (eq. 24) only when both are on; with the CNN
     branch off, its group attention has the spectral (and diffusion) members only.
+
+    With ``config.centre`` a :class:`CentrePixel` feature f_centre joins the fused head's input.
     """
 
     def __init__(self, spectral_bands: int, sar_bands: int, feature_channels: int, n_classes: int,
@@ -128,7 +158,11 @@ class BDGFNet(nn.Module):
         self.mamba = (MambaBranch(spectral_bands, sar_bands, feature_channels, p, e, cfg.guide_mamba, cfg.use_cnn,
                                   cfg.d_state, cfg.d_conv, cfg.expand, cfg.mamba_dif_pass) if cfg.use_mamba else None)
         self.heads = nn.ModuleDict({b: nn.Linear(e, n_classes) for b in cfg.branches})  # z per branch (26)
-        self.fused_head = nn.Linear(e * len(cfg.branches), n_classes)  # eq. 29: z_total = FC(f_trans, f_cnn, f_mamba)
+        # the centre pixel's vector: with the diffusion features only where some branch is guided
+        centre_in = spectral_bands + sar_bands + (feature_channels if cfg.needs_features else 0)
+        self.centre = CentrePixel(centre_in, e) if cfg.centre else None
+        fused_in = e * (len(cfg.branches) + (1 if cfg.centre else 0))
+        self.fused_head = nn.Linear(fused_in, n_classes)  # eq. 29: z_total = FC(f_trans, f_cnn, f_mamba[, f_centre])
         self.mutual = MutualLearning(cfg.branches, cfg.mutual, cfg.branch_ce_weight, cfg.temperature_floor)
 
     def forward(self, spec: Tensor, sar: Tensor, dif: Optional[Tensor] = None) -> BDGFOutput:
@@ -143,7 +177,10 @@ class BDGFNet(nn.Module):
         logits = {b: self.heads[b](f) for b, f in feats.items()}
         # Concatenation order of eq. 29: (f_trans, f_cnn, f_mamba), skipping branches that are off.
         order = [b for b in ("trans", "cnn", "mamba") if b in feats]
-        fused = self.fused_head(torch.cat([feats[b] for b in order], dim=-1))
+        parts = [feats[b] for b in order]
+        if self.centre is not None:  # not a branch of the mutual loss: it only feeds the fused head
+            parts.append(self.centre(spec, sar, dif if self.config.needs_features else None))
+        fused = self.fused_head(torch.cat(parts, dim=-1))
         return BDGFOutput(fused, logits, feats)
 
     def loss(self, out: BDGFOutput, labels: Tensor) -> tuple[Tensor, dict[str, float]]:

@@ -1,0 +1,285 @@
+"""Issue 15: BDGF's accuracy at class edges, scored on whole maps against the random forests.
+
+    .venv/bin/python benchmarks/bench_edges.py --variant standard --size 160 --seeds 0 1 \\
+        --epochs 15 --rows paper centre flips mix ...
+
+For each scene (``generate_scene``, scene seed 0) the full reference map of every pixel is
+rebuilt in-process from the generator's own random draws (checked against its polygons), the
+``fast`` diffusion features are pretrained once (``pretrain --profile fast``, cached under
+.bench/edges/), and for each training seed (the seed draws the polygon split, 50 pixels per
+class, 10 % validation, and initialises the network) every row trains BDGF with its switches,
+classifies every pixel of the scene and is scored on all pixels, on boundary pixels (within 2 px
+of another class, Euclidean) and on interior pixels. The baselines on the same split: the
+per-pixel random forest (bdgf_core/baseline.py, 200 trees, training + validation pixels, as
+``train-baseline``) and forests on the pixel plus its 3 x 3 and 5 x 5 window means.
+Each finished (row, seed) is cached in the work folder: an interrupted run resumes.
+
+Writes docs/bench/edges.md (``--out``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_common import cli, cpu_model  # noqa: E402
+
+#: row name -> BDGFConfig overrides (patch size included); "paper" is the network as the paper has it
+ROWS = {
+    "paper": dict(centre=False, flips=False, mix_share=0.0),
+    "centre": dict(centre=True, flips=False, mix_share=0.0),
+    "flips": dict(centre=False, flips=True, mix_share=0.0),
+    "mix": dict(centre=False, flips=False, mix_share=0.5),
+    "centre+flips": dict(centre=True, flips=True, mix_share=0.0),
+    "centre+mix": dict(centre=True, flips=False, mix_share=0.5),
+    "centre+flips+mix": dict(centre=True, flips=True, mix_share=0.5),
+    "flips+mix": dict(centre=False, flips=True, mix_share=0.5),
+    "patch 5": dict(centre=False, flips=False, mix_share=0.0, patch=5),
+    "centre+flips+mix, patch 5": dict(centre=True, flips=True, mix_share=0.5, patch=5),
+    "centre+flips+mix 0.25": dict(centre=True, flips=True, mix_share=0.25),
+    "defaults": dict(),
+}
+FORESTS = ("random forest (per pixel)", "random forest (pixel + 3x3, 5x5 window means)")
+
+
+def reference_classes(size: int, seed: int) -> np.ndarray:
+    """The class code (1..7) of every pixel of ``generate_scene(size=size, seed=seed)``, either variant.
+
+    Repeats the generator's first random draws (bdgf_core/scene.py: the warped Voronoi regions
+    and their classes); :func:`check_reference` compares the result with the scene's polygons.
+    """
+    from bdgf_core.scene import CLASSES
+
+    rng = np.random.default_rng(seed)
+    h = w = size
+    n_regions = max(14, int(round(45 * (size / 200) ** 2)))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    warp = size / 12
+    for grid_ in (yy, xx):
+        field = ndimage.gaussian_filter(rng.standard_normal((h, w)).astype(np.float32), size / 10)
+        grid_ += field / (np.abs(field).max() + 1e-9) * warp
+    seeds = rng.uniform(0, size, (n_regions, 2)).astype(np.float32)
+    d = (yy[None] - seeds[:, 0, None, None]) ** 2 + (xx[None] - seeds[:, 1, None, None]) ** 2
+    region = d.argmin(0).astype(np.int32)
+    n_cls = len(CLASSES)
+    region_class = np.concatenate([np.arange(n_cls), rng.integers(0, n_cls, n_regions - n_cls)])
+    region_class = rng.permutation(region_class) + 1
+    for c in range(1, n_cls + 1):
+        if (region_class == c).sum() < 2 and n_regions >= 2 * n_cls:
+            donors = [r for r in range(n_regions) if (region_class == region_class[r]).sum() > 2]
+            region_class[donors[0]] = c
+    return region_class[region]
+
+
+def check_reference(ref: np.ndarray, labels: np.ndarray) -> None:
+    """Stop unless the reference agrees with every labelled pixel of the scene's polygons."""
+    lab = labels > 0
+    bad = int((ref[lab] != labels[lab]).sum())
+    if bad or not lab.any():
+        raise SystemExit(f"the rebuilt reference disagrees with {bad} of {int(lab.sum())} labelled pixels: "
+                         "bdgf_core/scene.py changed; update reference_classes()")
+
+
+def edge_distance(ref: np.ndarray) -> np.ndarray:
+    """Euclidean distance (px) from each pixel's centre to the nearest pixel of another class."""
+    d = np.zeros(ref.shape, np.float64)
+    for c in np.unique(ref):
+        m = ref == c
+        d[m] = ndimage.distance_transform_edt(m)[m]
+    return d
+
+
+def scores(pred: np.ndarray, ref: np.ndarray, dist: np.ndarray) -> dict:
+    """OA % over all pixels, boundary pixels (within 2 px of another class) and interior pixels, and the
+    share % of wrong pixels within 1.5 px of an edge (the issue's measure)."""
+    ok = pred == ref
+    b = dist <= 2.0
+    return {"oa": 100 * ok.mean(), "boundary": 100 * ok[b].mean(), "interior": 100 * ok[~b].mean(),
+            "wrong_1.5px": 100 * (~ok[dist <= 1.5]).mean()}
+
+
+class Scene:
+    """One embedded scene with its reference, features and normalisation, read once."""
+
+    def __init__(self, work: Path, variant: str, size: int) -> None:
+        from bdgf_core.groundtruth import load_ground_truth
+        from bdgf_core.raster import RasterSource
+        from bdgf_core.scene import generate_scene
+
+        self.dir = work / f"{variant}_{size}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        s, a, g = self.dir / "spectral.tif", self.dir / "sar.tif", self.dir / "groundtruth.gpkg"
+        if not g.exists():
+            generate_scene(self.dir, size=size, variant=variant, seed=0)
+        self.paths = (s, a, g)
+        spec = RasterSource(s)
+        self.ref = reference_classes(size, 0)
+        check_reference(self.ref, load_ground_truth(g, spec.grid).labels)
+        self.dist = edge_distance(self.ref)
+        f = self.dir / "features_fast.tif"
+        if not f.exists():
+            t0 = time.perf_counter()
+            cli("pretrain", "--spectral", s, "--sar", a, "--profile", "fast", "--device", "cpu",
+                "--model", self.dir / "ddpm_fast.bdgf", "--features", f)
+            print(f"{variant} {size}: pretrain fast {time.perf_counter() - t0:.0f} s", flush=True)
+        self.features = np.nan_to_num(RasterSource(f).read()).astype(np.float32)
+
+    def split(self, seed: int):
+        """(normalised spectral, SAR, train pixels, val pixels, codes) of a training seed, as ``train`` makes them."""
+        from bdgf_core.normalise import apply
+        from bdgf_core.progress import Reporter
+        from bdgf_core.samples import prepare_training
+
+        s, a, g = self.paths
+        data = prepare_training(str(s), str(a), str(g), "class", 50, "polygons", seed, 0.1, 32, Reporter())
+        spectral = np.nan_to_num(apply(data.spectral.read(), *data.spectral_stats)).astype(np.float32)
+        sar = np.nan_to_num(apply(data.sar.read(), *data.sar_stats)).astype(np.float32)
+        codes = data.codes()
+        index = {c: i for i, c in enumerate(codes)}
+        labels = data.gt.labels.ravel()
+        w = spectral.shape[2]
+
+        def pixels(flat):
+            r, c = np.divmod(flat, w)
+            return r, c, np.array([index[int(v)] for v in labels[flat]], np.int64)
+
+        return spectral, sar, pixels(data.split.train), pixels(data.split.val), np.asarray(codes)
+
+
+def bdgf_row(scene: Scene, seed: int, epochs: int, overrides: dict) -> dict:
+    import torch
+
+    from bdgf_core.network.bdgf import BDGFConfig
+    from bdgf_core.patches import pad_reflect
+    from bdgf_core.training import fit_bdgf, predict_block
+
+    spectral, sar, train, val, codes = scene.split(seed)
+    cfg = BDGFConfig(epochs=epochs, seed=seed, **overrides)
+    t0 = time.perf_counter()
+    net, hist = fit_bdgf(spectral, sar, scene.features, train, val, len(codes), cfg, "cpu")
+    t1 = time.perf_counter()
+    p = cfg.patch
+    with torch.inference_mode():
+        probs = predict_block(net, pad_reflect(spectral, p), pad_reflect(sar, p), pad_reflect(scene.features, p), p,
+                              batch_size=256)
+    t2 = time.perf_counter()
+    out = scores(codes[probs.argmax(0)], scene.ref, scene.dist)
+    out.update(train_s=round(t1 - t0, 1), map_s=round(t2 - t1, 1), best_epoch=hist["best_epoch"])
+    return out
+
+
+def window_features(spectral: np.ndarray, sar: np.ndarray) -> np.ndarray:
+    """(C, H, W) normalised images -> (H * W, 3 C): the pixel and its 3 x 3 and 5 x 5 means (reflected borders)."""
+    x = np.concatenate([spectral, sar])
+    parts = [x] + [ndimage.uniform_filter(x, size=(1, k, k), mode="reflect") for k in (3, 5)]
+    return np.concatenate(parts).reshape(3 * x.shape[0], -1).T
+
+
+def forest_rows(scene: Scene, seed: int) -> dict[str, dict]:
+    from bdgf_core.baseline import fit_forest, forest_proba
+
+    spectral, sar, train, val, codes = scene.split(seed)
+    w = spectral.shape[2]
+    flat = np.concatenate([train[0] * w + train[1], val[0] * w + val[1]])  # as train-baseline: no validation
+    y = np.concatenate([train[2], val[2]])
+    out = {}
+    per_pixel = np.concatenate([spectral, sar]).reshape(spectral.shape[0] + sar.shape[0], -1).T
+    for name, x in zip(FORESTS, (per_pixel, window_features(spectral, sar))):
+        t0 = time.perf_counter()
+        forest = fit_forest(x[flat], y, trees=200, seed=seed, n_jobs=1)
+        pred = codes[forest_proba(forest, x).argmax(1)].reshape(spectral.shape[1:])
+        out[name] = {**scores(pred, scene.ref, scene.dist), "train_s": round(time.perf_counter() - t0, 1)}
+    return out
+
+
+def cached(folder: Path, key: str, fn):
+    """fn()'s result, kept in a file of its own per key (parallel runs of the benchmark do not collide)."""
+    path = folder / (key.replace("/", "__").replace(" ", "_").replace(",", "").replace("+", "-") + ".json")
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        result = fn()
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        os.replace(tmp, path)
+    return json.loads(path.read_text())
+
+
+def summarise(vals: list[dict], key: str) -> str:
+    a = np.array([v[key] for v in vals])
+    return f"{a.mean():.2f} ± {a.std(ddof=1):.2f}" if len(a) > 1 else f"{a.mean():.2f}"
+
+
+def table(results: dict[str, list[dict]]) -> str:
+    lines = ["| row | seeds | whole map OA % | boundary OA % (<= 2 px) | interior OA % | wrong % within 1.5 px "
+             "| training s |", "|---|---|---|---|---|---|---|"]
+    for name, vals in results.items():
+        if vals:
+            lines.append(f"| {name} | {len(vals)} | {summarise(vals, 'oa')} | {summarise(vals, 'boundary')} | "
+                         f"{summarise(vals, 'interior')} | {summarise(vals, 'wrong_1.5px')} | "
+                         f"{np.mean([v['train_s'] for v in vals]):.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variant", nargs="+", default=["standard"], choices=["standard", "hard"])
+    ap.add_argument("--size", type=int, default=160)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--rows", nargs="+", default=["paper", "centre", "flips", "mix"], choices=list(ROWS))
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--no-forests", action="store_true", help="only the BDGF rows (another run does the forests)")
+    ap.add_argument("--work", default=str(ROOT / ".bench" / "edges"))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "edges.md"))
+    args = ap.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    sections = []
+    for variant in args.variant:
+        scene = Scene(work, variant, args.size)
+        store = scene.dir / "results"
+        results: dict[str, list[dict]] = {k: [] for k in [*([] if args.no_forests else FORESTS), *args.rows]}
+        for seed in args.seeds:
+            forests = {} if args.no_forests else cached(store, f"forests/{seed}", lambda: forest_rows(scene, seed))
+            for name, r in forests.items():
+                results[name].append(r)
+                print(f"{variant} seed {seed} {name}: OA {r['oa']:.2f}, boundary {r['boundary']:.2f}", flush=True)
+            for row in args.rows:
+                r = cached(store, f"{row}/{args.epochs}/{seed}",
+                           lambda: bdgf_row(scene, seed, args.epochs, ROWS[row]))
+                results[row].append(r)
+                print(f"{variant} seed {seed} {row}: OA {r['oa']:.2f}, boundary {r['boundary']:.2f}, interior "
+                      f"{r['interior']:.2f} (train {r['train_s']} s, map {r['map_s']} s)", flush=True)
+        n_b = int((scene.dist <= 2).sum())
+        sections.append(f"## `--variant {variant}`, {args.size} x {args.size} ({n_b} boundary pixels of "
+                        f"{scene.ref.size})\n\n{table(results)}")
+    cmd = " ".join(["python benchmarks/bench_edges.py", *sys.argv[1:]])
+    text = (f"# Class edges (issue 15)\n\nCommand: `{cmd}`\n\nMachine: {cpu_model()}, {os.cpu_count()} cores, torch "
+            f"{torch.__version__}, Python {platform.python_version()}; {time.perf_counter() - t_start:.0f} s "
+            f"(cached rows are reused). Mean ± std over seeds; {args.epochs} epochs, patch 9 unless the row says, "
+            "fast diffusion features; every pixel of the map scored against the generator's reference.\n\n"
+            + "\n\n".join(sections) + "\n")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
