@@ -25,7 +25,7 @@ from .errors import BdgfError
 
 FORMAT = "bdgf-model"
 VERSION = 1
-KINDS = ("diffusion", "bdgf", "baseline")
+KINDS = ("diffusion", "bdgf", "baseline", "student")
 
 
 def save_model(path: str | os.PathLike, kind: str, tensors: Mapping[str, Any], meta: Mapping[str, Any]) -> Path:
