@@ -27,7 +27,7 @@ FORMAT = "bdgf-model"
 #: 2: BDGF networks with eq. 24's Mamba pass of the diffusion features (more weights than a version-1
 #: reader can place); version-1 files still load, with the network they were written with.
 VERSION = 2
-KINDS = ("diffusion", "bdgf", "baseline")
+KINDS = ("diffusion", "bdgf", "baseline", "student")
 
 
 def save_model(path: str | os.PathLike, kind: str, tensors: Mapping[str, Any], meta: Mapping[str, Any]) -> Path:

@@ -30,6 +30,10 @@ def load_predictor(path: str | os.PathLike, device: str = "cpu", batch_size: int
         from .bdgf_model import BDGFPredictor
 
         return BDGFPredictor.from_file(tensors, meta, device=device, batch_size=batch_size), meta
+    if kind == "student":  # the opt-in fast map (bdgf_core.student), given as the model itself
+        from .student import StudentPredictor
+
+        return StudentPredictor.from_file(tensors, meta, device=device), meta
     raise BdgfError(f"{os.path.basename(path)} is a {kind} model, not a classifier; give the model written by "
                     "'Train BDGF' or 'Train random-forest baseline'")
 
