@@ -55,9 +55,17 @@ TEXT_EVERY_S = 0.5
 LOG_EVERY_S = 10.0
 ETA_AFTER_S = 3.0  # no estimate of the time left before this much has run, nor below 1 %
 
-SETTINGS_HINT = ("run `make install` in the plugin's folder, or set the BDGF_PYTHON setting "
-                 "(Settings > Options > Processing > Providers > BDGF) to the Python interpreter "
-                 "of an environment where `python -m bdgf_core` works")
+SETTINGS_HINT = ("run `make install` in the plugin's folder (Debian/Ubuntu), or set the BDGF_PYTHON setting "
+                 "(Settings > Options > Processing > Providers > BDGF) or environment variable to the Python "
+                 "interpreter of an environment where `python -m bdgf_core --help` works")
+#: What to install, said when no runtime is found (the first use of a plugin installed from a zip)
+INSTALL_HINT = ("The runtime is a separate Python environment with PyTorch, numpy, scipy, scikit-learn, "
+                "safetensors and GDAL's Python bindings. On Debian or Ubuntu: `make setup` in the plugin's "
+                "folder creates it as .venv and BDGF finds it. Elsewhere (Windows, macOS; untested) conda "
+                "gives all of them: `conda create -n bdgf -c conda-forge python=3.11 gdal pytorch scipy "
+                "scikit-learn safetensors`, then point BDGF_PYTHON at that environment's python "
+                "(Windows: ...\\envs\\bdgf\\python.exe, macOS: .../envs/bdgf/bin/python). The plugin "
+                "folder must be importable by it: BDGF adds it to PYTHONPATH itself.")
 
 
 def plugin_dir() -> Path:
@@ -102,7 +110,8 @@ def find_python() -> str:
     venv = _venv_python(plugin_dir())
     if venv.is_file():
         return str(venv)
-    raise QgsProcessingException(f"The BDGF runtime was not found (no {venv}); {SETTINGS_HINT}.")
+    raise QgsProcessingException(f"The BDGF runtime was not found (no {venv}, and BDGF_PYTHON is not set). "
+                                 f"{INSTALL_HINT} Then {SETTINGS_HINT}.")
 
 
 def child_env(python: str) -> Dict[str, str]:
