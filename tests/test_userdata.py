@@ -333,3 +333,29 @@ def test_the_model_records_the_sar_resampling_and_classify_uses_it(scene, out, t
         maps[" ".join(how)] = gdal.Open(r["map"]).ReadAsArray()
     assert np.array_equal(maps[""], maps["--sar-resampling bilinear"])
     assert not np.array_equal(maps[""], maps["--sar-resampling average"])
+
+
+# --- the style QGIS applies ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("codes, names", [([0, 1], ["dry", "water"]), ([-5, 300], ["lake", "crop"])],
+                         ids=["0 and 1", "-5 and 300"])
+def test_qgis_draws_the_map_with_the_qml_beside_it(qgis_app, tmp_path, codes, names):
+    """QGIS opens the map with the .qml written beside it: a paletted legend of exactly the classes
+    (no entry for the nodata value or for unused values), whatever the codes."""
+    from qgis.core import QgsRasterLayer
+
+    from bdgf_core.groundtruth import ClassInfo
+    from bdgf_core.inference import write_qml
+    from bdgf_core.raster import class_map_encoding, create_raster
+
+    gtype, nodata = class_map_encoding(codes)
+    grid = Grid(4, 4, (X0, PX, 0.0, Y0, 0.0, -PX), "")
+    a = np.array([[codes[0]] * 4, [codes[1]] * 4, [nodata] * 4, [codes[0]] * 4], np.int32)
+    dest = tmp_path / "map.tif"
+    with create_raster(dest, grid, 1, gtype, nodata, ["class"]) as w:
+        w.write(0, 0, a)
+        w.set_categories(codes, names, ["#0000ff", "#00ff00"])
+    write_qml(dest.with_suffix(".qml"), [ClassInfo(c, n, "#123456") for c, n in zip(codes, names)])
+    layer = QgsRasterLayer(str(dest), "map", "gdal")
+    assert layer.isValid() and layer.renderer().type() == "paletted"
+    assert [(int(c.value), c.label) for c in layer.renderer().classes()] == list(zip(codes, names))
