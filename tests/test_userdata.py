@@ -359,3 +359,16 @@ def test_qgis_draws_the_map_with_the_qml_beside_it(qgis_app, tmp_path, codes, na
     layer = QgsRasterLayer(str(dest), "map", "gdal")
     assert layer.isValid() and layer.renderer().type() == "paletted"
     assert [(int(c.value), c.label) for c in layer.renderer().classes()] == list(zip(codes, names))
+
+
+def test_a_label_raster_on_another_grid_leaves_the_rest_unlabelled(scene, tmp_path):
+    """Where a label raster on another grid does not reach, nothing is labelled, even when 0 is a class."""
+    g = grid_of(scene)
+    lab = np.zeros((8, 8), np.float32)
+    lab[:, 4:] = 1
+    # 5 m pixels over the scene's top-left 4 x 4 pixels only
+    p = write_raster(tmp_path / "small.tif", lab, (X0, 5.0, 0.0, Y0, 0.0, -5.0), g.crs_wkt)
+    gt = load_ground_truth(p, g, unlabelled_value=-1)
+    assert [c.code for c in gt.classes] == [0, 1]
+    assert gt.labelled[:4, :4].all() and not gt.labelled[4:].any() and not gt.labelled[:, 4:].any()
+    assert (gt.labels[:4, :2] == 0).all() and (gt.labels[:4, 2:4] == 1).all()
