@@ -265,6 +265,7 @@ def _split_bands(path: Path, folder: Path, groups: list[list[int]]) -> list[Path
     return out
 
 
+@pytest.mark.slow
 def test_several_files_are_stacked_in_the_order_given(scene, out, tmp_path):
     """VV and VH as two files, the spectral bands in two files: the same model and map as one file each."""
     vv, vh = _split_bands(Path(scene["sar"]), tmp_path, [[0], [1]])
@@ -320,6 +321,7 @@ def test_linear_sar_is_averaged_as_it_is(scene, tmp_path):
     np.testing.assert_allclose(got, power.reshape(1, 32, 2, 32, 2).mean((2, 4)), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_model_records_the_sar_resampling_and_classify_uses_it(scene, out, tmp_path):
     from bdgf_core.modelfile import read_meta
 
