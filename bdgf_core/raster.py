@@ -347,8 +347,9 @@ def _warp_onto(ds: gdal.Dataset, own: Grid, ref: Grid, what: str, name: str, res
         raise BdgfError(f"the {what} {name} does not overlap the spectral raster; give rasters of the same area")
     opts = gdal.WarpOptions(format="VRT", outputBounds=rb, width=ref.width, height=ref.height,
                             dstSRS=ref.crs_wkt or None, resampleAlg=resampling,
-                            srcNodata=None, dstNodata=np.nan if resampling != "near" else None,
-                            outputType=gdal.GDT_Float32 if resampling != "near" else gdal.GDT_Unknown)
+                            srcNodata=None, dstNodata=np.nan, outputType=gdal.GDT_Float32)
+    # NaN (nodata) also where a label raster does not reach: 0 there could be a class (whole codes
+    # up to 2^24 are exact in float32)
     try:
         if any(db) and holder is not None:
             return _average_in_power(ds, own, opts, db, holder)

@@ -265,6 +265,7 @@ def _split_bands(path: Path, folder: Path, groups: list[list[int]]) -> list[Path
     return out
 
 
+@pytest.mark.slow
 def test_several_files_are_stacked_in_the_order_given(scene, out, tmp_path):
     """VV and VH as two files, the spectral bands in two files: the same model and map as one file each."""
     vv, vh = _split_bands(Path(scene["sar"]), tmp_path, [[0], [1]])
@@ -320,6 +321,7 @@ def test_linear_sar_is_averaged_as_it_is(scene, tmp_path):
     np.testing.assert_allclose(got, power.reshape(1, 32, 2, 32, 2).mean((2, 4)), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_model_records_the_sar_resampling_and_classify_uses_it(scene, out, tmp_path):
     from bdgf_core.modelfile import read_meta
 
@@ -333,3 +335,42 @@ def test_the_model_records_the_sar_resampling_and_classify_uses_it(scene, out, t
         maps[" ".join(how)] = gdal.Open(r["map"]).ReadAsArray()
     assert np.array_equal(maps[""], maps["--sar-resampling bilinear"])
     assert not np.array_equal(maps[""], maps["--sar-resampling average"])
+
+
+# --- the style QGIS applies ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("codes, names", [([0, 1], ["dry", "water"]), ([-5, 300], ["lake", "crop"])],
+                         ids=["0 and 1", "-5 and 300"])
+def test_qgis_draws_the_map_with_the_qml_beside_it(qgis_app, tmp_path, codes, names):
+    """QGIS opens the map with the .qml written beside it: a paletted legend of exactly the classes
+    (no entry for the nodata value or for unused values), whatever the codes."""
+    from qgis.core import QgsRasterLayer
+
+    from bdgf_core.groundtruth import ClassInfo
+    from bdgf_core.inference import write_qml
+    from bdgf_core.raster import class_map_encoding, create_raster
+
+    gtype, nodata = class_map_encoding(codes)
+    grid = Grid(4, 4, (X0, PX, 0.0, Y0, 0.0, -PX), "")
+    a = np.array([[codes[0]] * 4, [codes[1]] * 4, [nodata] * 4, [codes[0]] * 4], np.int32)
+    dest = tmp_path / "map.tif"
+    with create_raster(dest, grid, 1, gtype, nodata, ["class"]) as w:
+        w.write(0, 0, a)
+        w.set_categories(codes, names, ["#0000ff", "#00ff00"])
+    write_qml(dest.with_suffix(".qml"), [ClassInfo(c, n, "#123456") for c, n in zip(codes, names)])
+    layer = QgsRasterLayer(str(dest), "map", "gdal")
+    assert layer.isValid() and layer.renderer().type() == "paletted"
+    assert [(int(c.value), c.label) for c in layer.renderer().classes()] == list(zip(codes, names))
+
+
+def test_a_label_raster_on_another_grid_leaves_the_rest_unlabelled(scene, tmp_path):
+    """Where a label raster on another grid does not reach, nothing is labelled, even when 0 is a class."""
+    g = grid_of(scene)
+    lab = np.zeros((8, 8), np.float32)
+    lab[:, 4:] = 1
+    # 5 m pixels over the scene's top-left 4 x 4 pixels only
+    p = write_raster(tmp_path / "small.tif", lab, (X0, 5.0, 0.0, Y0, 0.0, -5.0), g.crs_wkt)
+    gt = load_ground_truth(p, g, unlabelled_value=-1)
+    assert [c.code for c in gt.classes] == [0, 1]
+    assert gt.labelled[:4, :4].all() and not gt.labelled[4:].any() and not gt.labelled[:, 4:].any()
+    assert (gt.labels[:4, :2] == 0).all() and (gt.labels[:4, 2:4] == 1).all()
