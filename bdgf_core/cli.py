@@ -74,6 +74,26 @@ def class_args(q) -> None:
     q.add_argument("--unlabelled-value", type=float, default=None,
                    help="label rasters: the value of unlabelled pixels (default: the raster's nodata value if it "
                         "has one, else 0); every other value, 0 and negatives included, is a class")
+    q.add_argument("--class-colors", type=class_colours, default=None, metavar="JSON",
+                   help='colours of classes by code or name, e.g. \'{"1": "#1f78b4", "forest": "#33a02c"}\' '
+                        "(QGIS passes the ground-truth layer's categorized style)")
+
+
+def class_colours(text: str) -> dict[str, str]:
+    """'{"1": "#1f78b4", ...}' -> {"1": "#1f78b4"}: colours keyed by class code or name."""
+    import json
+    import re
+
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"class colours must be a JSON object such as '{{\"1\": \"#1f78b4\"}}', "
+                                         f"got {text!r}") from None
+    if not isinstance(value, dict) or not all(isinstance(c, str) and re.fullmatch(r"#[0-9a-fA-F]{6}", c)
+                                              for c in value.values()):
+        raise argparse.ArgumentTypeError("class colours must map codes or names to #rrggbb colours, "
+                                         f"got {text!r}")
+    return {str(k): v.lower() for k, v in value.items()}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -323,7 +343,7 @@ def cmd_train_baseline(args, rep: Reporter) -> dict:
 def ground_truth_options(args) -> dict:
     """The keyword arguments of prepare_training that say how to read the inputs and the ground truth."""
     return {"sar_resampling": args.sar_resampling, "class_name_field": args.class_name_field,
-            "unlabelled_value": args.unlabelled_value}
+            "unlabelled_value": args.unlabelled_value, "class_colors": args.class_colors}
 
 
 def write_training_report(path: str, title: str, meta: dict, result: dict, data, extra_html: str = "") -> str:

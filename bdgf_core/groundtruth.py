@@ -11,7 +11,7 @@ the classes of the first (``classes=``), so that a class name gets the same code
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +92,13 @@ def load_ground_truth(path: str | os.PathLike, grid: Grid, class_field: str = "c
     if vec is not None:
         return _from_polygons(vec, p, grid, class_field, layer, classes, class_name_field)
     return _from_label_raster(p, grid, classes, unlabelled_value)
+
+
+def recolour(classes: list[ClassInfo], colours: dict[str, str] | None) -> list[ClassInfo]:
+    """The classes with the colours given by code or name (e.g. the layer's categorized style in QGIS)."""
+    if not colours:
+        return classes
+    return [replace(c, color=colours.get(str(c.code), colours.get(c.name, c.color))) for c in classes]
 
 
 def merge_fixed(train: GroundTruth, test: GroundTruth) -> GroundTruth:

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import BdgfError
-from .groundtruth import GroundTruth, load_ground_truth, merge_fixed, require_two_classes
+from .groundtruth import GroundTruth, load_ground_truth, merge_fixed, recolour, require_two_classes
 from .normalise import band_stats
 from .progress import Reporter
 from .raster import RasterSource, RasterStack, open_stack
@@ -93,7 +93,8 @@ def prepare_training(spectral: str, sar: str, groundtruth: str, class_field: str
                      split: str, seed: int, validation_share: float, block_size: int, rep: Reporter,
                      layer: str | None = None, test_groundtruth: str | None = None,
                      test_layer: str | None = None, sar_resampling: str = "bilinear",
-                     class_name_field: str | None = None, unlabelled_value: float | None = None) -> TrainingData:
+                     class_name_field: str | None = None, unlabelled_value: float | None = None,
+                     class_colors: dict[str, str] | None = None) -> TrainingData:
     """Open the inputs, read the ground truth onto the spectral grid and split it.
 
     With ``test_groundtruth`` (polygons or a label raster) the training ground truth is used whole
@@ -105,6 +106,7 @@ def prepare_training(spectral: str, sar: str, groundtruth: str, class_field: str
     spec, sar_src = open_inputs(spectral, sar, rep, sar_resampling)
     gt = load_ground_truth(groundtruth, spec.grid, class_field, layer, class_name_field=class_name_field,
                            unlabelled_value=unlabelled_value)
+    gt.classes = recolour(gt.classes, class_colors)
     require_two_classes(gt)
     rep.info(f"ground truth: {len(gt.classes)} classes, {int(gt.labelled.sum())} labelled pixels")
     test_gt = None

@@ -1,11 +1,13 @@
 """Shared base of the BDGF Processing algorithms: help from the parameters, layer paths, the bridge."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from qgis.core import (
+    QgsCategorizedSymbolRenderer,
     QgsCoordinateTransformContext,
     QgsProcessing,
     QgsProcessingAlgorithm,
@@ -603,7 +605,31 @@ def ground_truth_args(alg: BdgfAlgorithm, parameters, context, feedback) -> List
     names = alg.field_name(parameters, "CLASS_NAME_FIELD", context, default="")
     if names:
         args += ["--class-name-field", names]
+    colours = style_colours(parameters.get("GROUND_TRUTH"), field, context)
+    if colours:
+        feedback.pushInfo(f"Class colours from the ground truth's categorized style: {len(colours)} classes.")
+        args += ["--class-colors", json.dumps(colours)]
     return args
+
+
+def style_colours(value: Any, field: str, context) -> Dict[str, str]:
+    """{code or name: '#rrggbb'} from a project layer's categorized style on ``field`` (else {})."""
+    source = getattr(value, "source", None)
+    text = source.staticValue() if source is not None else value
+    if not isinstance(text, str) or not text:
+        return {}
+    layer = QgsProcessingUtils.mapLayerFromString(text, context, False)
+    renderer = layer.renderer() if isinstance(layer, QgsVectorLayer) else None
+    if not isinstance(renderer, QgsCategorizedSymbolRenderer) or renderer.classAttribute() != field:
+        return {}
+    out = {}
+    for category in renderer.categories():
+        value = category.value()
+        if value in (None, "") or category.symbol() is None:
+            continue
+        key = str(int(value)) if isinstance(value, float) and float(value).is_integer() else str(value)
+        out[key] = category.symbol().color().name()
+    return out
 
 
 def add_sampling(alg: BdgfAlgorithm, validation_default: float, block_size: bool) -> None:

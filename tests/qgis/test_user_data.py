@@ -82,3 +82,23 @@ def test_train_without_features_only_when_guidance_is_off(bdgf_provider, fake_ru
     a = argv(fake_runtime()[-1])
     assert "--features" not in a
     assert {"--no-guide-cnn", "--no-guide-transformer", "--no-guide-mamba"} <= set(a)
+
+
+def test_colours_come_from_the_layers_categorized_style(bdgf_provider, fake_runtime, tiny_scene, tmp_path):
+    import json
+
+    from qgis.core import QgsCategorizedSymbolRenderer, QgsFillSymbol, QgsRendererCategory
+
+    layer = QgsVectorLayer(tiny_scene["groundtruth"], "styled", "ogr")
+    categories = [QgsRendererCategory(code, QgsFillSymbol.createSimple({"color": colour}), str(code))
+                  for code, colour in ((1, "#112233"), (2, "#445566"))]
+    layer.setRenderer(QgsCategorizedSymbolRenderer("class", categories))
+    QgsProject.instance().addMapLayer(layer)
+    try:
+        processing.run("bdgf:train_baseline", {"SPECTRAL": tiny_scene["spectral"], "SAR": tiny_scene["sar"],
+                                               "GROUND_TRUTH": layer.id(), "CLASS_FIELD": "class",
+                                               "MODEL": str(tmp_path / "m.bdgf")})
+    finally:
+        QgsProject.instance().removeMapLayer(layer.id())
+    a = argv(fake_runtime()[-1])
+    assert json.loads(a["--class-colors"][0]) == {"1": "#112233", "2": "#445566"}
