@@ -55,9 +55,9 @@ def add_deep_commands(sub, common, training_args) -> None:
     t.add_argument("--batch-size", type=positive_int, default=64)
     t.add_argument("--patch-size", type=int, default=9)
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    t.add_argument("--val-cap", type=positive_int, default=500,  # training.VAL_CAP (not imported: no torch here)
+    t.add_argument("--val-cap", type=positive_int, default=200,  # training.VAL_CAP (not imported: no torch here)
                    help="validation pixels scored per epoch: a fixed stratified subset of at most this many "
-                        "(default 500)")
+                        "(default 200)")
     for name in ("cnn", "transformer", "mamba", "guide-cnn", "guide-transformer", "guide-mamba", "mutual"):
         t.add_argument(f"--no-{name}", action="store_true", help=f"ablation: switch {name} off (Table II)")
     # issue 15's edge switches; unset, they take BDGFConfig's defaults (docs/METHOD.md "Class edges")
