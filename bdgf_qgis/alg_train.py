@@ -56,6 +56,12 @@ class TrainAlgorithm(BdgfAlgorithm):
         self.add(QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size", QgsProcessingParameterNumber.Integer,
                                               64, minValue=1, maxValue=65536),
                  "Patches per optimisation step, 1 to 65536; default 64.", advanced=True)
+        self.add(QgsProcessingParameterNumber("VAL_CAP", "Validation pixels scored per epoch",
+                                              QgsProcessingParameterNumber.Integer, 200, minValue=1,
+                                              maxValue=10000000, optional=True),
+                 "The best epoch is chosen on a fixed, stratified subset of at most this many validation "
+                 "pixels (the same each epoch, drawn from the seed), so choosing costs a fraction of the "
+                 "training; the report gives its size. Default 200.", advanced=True)
         self.add(QgsProcessingParameterNumber(self.PATCH_SIZE, "Patch size (pixels)",
                                               QgsProcessingParameterNumber.Integer, 9, minValue=1, maxValue=31),
                  "Side of the square patch around each pixel, odd, 1 to 31; the paper uses 9.", advanced=True)
@@ -96,6 +102,7 @@ class TrainAlgorithm(BdgfAlgorithm):
         args += ["--epochs", self.parameterAsInt(parameters, self.EPOCHS, context),
                  "--batch-size", self.parameterAsInt(parameters, self.BATCH_SIZE, context),
                  "--patch-size", self.parameterAsInt(parameters, self.PATCH_SIZE, context),
+                 "--val-cap", self.parameterAsInt(parameters, "VAL_CAP", context) or 200,
                  "--device", self.device(parameters, context),
                  "--seed", self.parameterAsInt(parameters, self.SEED, context)]
         for pid, _desc, switch in ABLATIONS:

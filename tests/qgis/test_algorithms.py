@@ -121,6 +121,7 @@ def test_pretrain_and_train_switches(bdgf_provider, fake_runtime, tiny_scene, tm
     assert "--no-cnn" not in call["args"] and "--block-size" not in call["args"]
     assert (a["--epochs"], a["--split"], a["--features"]) == ("2", "pixels", tiny_scene["spectral"])
     assert float(a["--validation-share"]) == pytest.approx(0.1)
+    assert a["--val-cap"] == "200"  # the capped validation subset of the runtime, by default
     assert res["MODEL"] == str(tmp_path / "bdgf.bdgf")
 
 
