@@ -184,11 +184,12 @@ def half_label_rasters(work: Path, inputs: dict) -> tuple[Path, Path, dict]:
     return paths[0], paths[1], largest
 
 
-def validation_part(work: Path, inputs: dict, seeds: list[int], epochs: int, samples: int) -> str:
+def validation_part(work: Path, inputs: dict, seeds: list[int], epochs: int, samples: int,
+                    shares: tuple[float, ...] = (VALIDATION_SHARE, 0.0)) -> str:
     """BDGF trained on a label raster whose classes are mostly one region, with and without validation."""
     train, test, largest = half_label_rasters(work, inputs)
     rows: dict[str, list[float]] = {}
-    for share in (VALIDATION_SHARE, 0.0):
+    for share in shares:
         name = f"validation share {share:g}" + (" (the dialog's default)" if share else " (no validation set)")
         for seed in seeds:
             cache = work / f"validation_{share:g}_{seed}_{epochs}_{samples}.json"
@@ -197,8 +198,8 @@ def validation_part(work: Path, inputs: dict, seeds: list[int], epochs: int, sam
                 cli("train", "--spectral", inputs["spectral"], "--sar", inputs["sar"], "--features", inputs["features"],
                     "--groundtruth", train, "--test-groundtruth", test, "--samples-per-class", samples,
                     "--validation-share", share, "--epochs", epochs, "--seed", seed, "--device", "cpu",
-                    "--model", work / "half.bdgf", "--report", work / "half.html")
-                j = json.loads((work / "half.json").read_text())
+                    "--model", work / f"half_{share:g}.bdgf", "--report", work / f"half_{share:g}.html")
+                j = json.loads((work / f"half_{share:g}.json").read_text())
                 cache.write_text(json.dumps({"oa": j["test_accuracy"]["oa"], "aa": j["test_accuracy"]["aa"],
                                              "validation": j["split"]["validation"]}))
                 print(f"validation {share:g} seed {seed}: OA {json.loads(cache.read_text())['oa']:.2f} "
@@ -233,7 +234,7 @@ def tables(runs: list[dict]) -> str:
     r0 = runs[0]
     lines += ["", f"Scored: {r0['models'][names[0]]['n_map']} pixels of the map (all but the training and validation "
               f"pixels), {r0['models'][names[0]]['n_boundary']} of them boundary pixels; held-out polygons: "
-              f"{r0['n_test']} pixels (seed {0 if len(runs) == 1 else 'of the first run'}).", "",
+              f"{r0['n_test']} pixels (first seed).", "",
               "Producer's accuracy per class, whole map / boundary pixels (%, mean over seeds):", "",
               "| model | " + " | ".join(r0["classes"]) + " |", "|---|" + "---|" * len(r0["classes"])]
     for n in names:
@@ -254,6 +255,8 @@ def main() -> None:
     ap.add_argument("--part", nargs="+", default=["maps", "validation"], choices=["maps", "validation"],
                     help="maps: whole-map scores of every model; validation: BDGF with and without a validation "
                          "set on a label raster of large regions (standard variant)")
+    ap.add_argument("--validation-shares", type=float, nargs="+", default=[VALIDATION_SHARE, 0.0],
+                    help="the validation shares compared in the validation part")
     ap.add_argument("--work", default=str(ROOT / "build" / "bench_maps"))
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "maps.md"))
     args = ap.parse_args()
@@ -274,7 +277,8 @@ def main() -> None:
                         + tables(runs))
     if "validation" in args.part:
         inputs = scene_inputs(work, "standard", args.size, args.pretrain_steps)
-        sections.append(validation_part(work / "standard", inputs, args.seeds, args.epochs, args.samples))
+        sections.append(validation_part(work / "standard", inputs, args.seeds, args.epochs, args.samples,
+                                        tuple(args.validation_shares)))
     write(args, t0, sections)
 
 
