@@ -93,7 +93,9 @@ def refuse_outputs_over_inputs(command: str, args) -> None:
         return
     def flag(dest: str) -> str:
         return "--" + dest.replace("_", "-")
-    inputs = [(flag(d), v) for d in INPUT_OPTIONS if d not in outs for v in _values(getattr(args, d, None))]
+    # only values naming files count: train-baseline's --features is a choice (pixel, mean3...)
+    inputs = [(flag(d), v) for d in INPUT_OPTIONS if d not in outs for v in _values(getattr(args, d, None))
+              if os.path.exists(v)]
     outputs = [(flag(d), v) for d in outs for v in _values(getattr(args, d, None))]
     found = clashes(inputs, outputs)
     if found:

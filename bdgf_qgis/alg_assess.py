@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from qgis.core import (
     QgsProcessingOutputNumber,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterNumber,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterRasterLayer,
@@ -37,6 +39,17 @@ class AssessAlgorithm(BdgfAlgorithm):
                  "Optional .bdgf model that produced the map: the report then names its classes and "
                  "the split it was trained with, and leaves out its training pixels when the model "
                  "records them (held-out accuracy).")
+        self.add(QgsProcessingParameterEnum("BOUNDARIES", "Boundary / interior breakdown", options=["auto", "on", "off"],
+                                            defaultValue=0, optional=True),
+                 "Accuracy apart on boundary pixels (within BOUNDARY_DISTANCE of a pixel of another class) and "
+                 "interior pixels: 0 = auto (when the ground truth labels nearly every pixel, a full reference "
+                 "map such as the demo scene's reference.tif), 1 = on, 2 = off. Held-out polygons stop short of "
+                 "class edges, so only a full reference shows the errors along them.", advanced=True)
+        self.add(QgsProcessingParameterNumber("BOUNDARY_DISTANCE", "Boundary distance (pixels)",
+                                              QgsProcessingParameterNumber.Double, 2.0, minValue=0.5, maxValue=100,
+                                              optional=True),
+                 "Pixels this close (Euclidean, between pixel centres) to a pixel of another class are boundary "
+                 "pixels; default 2.", advanced=True)
         self.add(QgsProcessingParameterFileDestination(self.REPORT, "Accuracy report", REPORT_FILTER),
                  "The HTML report to write.")
         self.add(QgsProcessingParameterFileDestination(self.JSON, "Metrics as JSON", "JSON (*.json)",
@@ -51,6 +64,11 @@ class AssessAlgorithm(BdgfAlgorithm):
                              "mean of the per-class accuracies, 0..100")
         self.add_output_help(QgsProcessingOutputNumber("KAPPA", "Kappa (%)"),
                              "Cohen's kappa times 100")
+        for key, desc, text in (("OA_BOUNDARY", "OA on boundary pixels (%)", "OA over the boundary pixels, when "
+                                 "the breakdown applies"), ("OA_INTERIOR", "OA on interior pixels (%)", "OA over "
+                                 "the other labelled pixels"), ("BOUNDARY_PIXELS", "Boundary pixels", "their count"),
+                                ("INTERIOR_PIXELS", "Interior pixels", "their count")):
+            self.add_output_help(QgsProcessingOutputNumber(key, desc), text)
 
     def processAlgorithm(self, parameters, context, feedback):
         report = self.output_path(parameters, self.REPORT, context)
@@ -58,6 +76,10 @@ class AssessAlgorithm(BdgfAlgorithm):
         csv_path = self.output_path(parameters, self.CSV, context)
         args = ["--map", self.raster_path(parameters, self.MAP, context)]
         args += ground_truth_args(self, parameters, context, feedback)
+        if parameters.get("BOUNDARIES") not in (None, ""):
+            args += ["--boundaries", ("auto", "on", "off")[self.parameterAsEnum(parameters, "BOUNDARIES", context)]]
+        if parameters.get("BOUNDARY_DISTANCE") not in (None, ""):
+            args += ["--boundary-distance", repr(self.parameterAsDouble(parameters, "BOUNDARY_DISTANCE", context))]
         model = self.file_path(parameters, self.MODEL, context)
         if model:
             args += ["--model", model]
@@ -72,9 +94,12 @@ class AssessAlgorithm(BdgfAlgorithm):
             self.JSON: plain(res.get("json", json_path)),
             self.CSV: plain(res.get("csv", csv_path)),
         }
-        for key in ("oa", "aa", "kappa"):
+        for key in ("oa", "aa", "kappa", "oa_boundary", "oa_interior", "boundary_pixels", "interior_pixels"):
             value = res.get(key)
             out[key.upper()] = float(value) if value is not None else None
         if out["OA"] is not None:
             feedback.pushInfo(f"OA {out['OA']:.2f}%, AA {out['AA'] or 0:.2f}%, kappa {out['KAPPA'] or 0:.2f}")
+        if out["OA_BOUNDARY"] is not None:
+            feedback.pushInfo(f"OA on boundary pixels {out['OA_BOUNDARY']:.2f}% ({int(out['BOUNDARY_PIXELS'])} "
+                              f"pixels), on interior pixels {out['OA_INTERIOR']:.2f}%")
         return out

@@ -57,6 +57,9 @@ class GenerateSceneAlgorithm(BdgfAlgorithm):
                              "path of the SAR GeoTIFF (same grid)")
         self.add_output_help(QgsProcessingOutputVectorLayer("GROUND_TRUTH", "Ground truth"),
                              "path of the ground-truth GeoPackage")
+        self.add_output_help(QgsProcessingOutputRasterLayer("REFERENCE", "Reference map"),
+                             "path of reference.tif, every pixel's true class: the ground truth of 'Assess "
+                             "accuracy' for whole-map accuracy, class edges included")
         self.add_output_help(QgsProcessingOutputString("CLASS_FIELD", "Class field"),
                              "name of the integer class field of the ground truth")
 
@@ -78,5 +81,6 @@ class GenerateSceneAlgorithm(BdgfAlgorithm):
             "SPECTRAL": plain(res.get("spectral")),
             "SAR": plain(res.get("sar")),
             "GROUND_TRUTH": plain(res.get("groundtruth")),
+            "REFERENCE": plain(res.get("reference")),
             "CLASS_FIELD": plain(res.get("class_field", "class")),
         }

@@ -1,7 +1,8 @@
 """Train random-forest baseline: a spectral + SAR pixel classifier to compare BDGF against."""
 from __future__ import annotations
 
-from qgis.core import QgsProcessingOutputNumber, QgsProcessingParameterFileDestination, QgsProcessingParameterNumber
+from qgis.core import (QgsProcessingOutputNumber, QgsProcessingParameterEnum, QgsProcessingParameterFileDestination,
+                       QgsProcessingParameterNumber)
 
 from .algorithm import (MODEL_FILTER, REPORT_FILTER, BdgfAlgorithm, add_ground_truth, add_inputs, add_sampling,
                         check_validation_share, plain, sampling_args)
@@ -39,6 +40,11 @@ class TrainBaselineAlgorithm(BdgfAlgorithm):
                                               200, minValue=1, maxValue=10000),
                  "Trees of the random forest, 1 to 10000; default 200. More trees: slower, slightly "
                  "more stable.")
+        self.add(QgsProcessingParameterEnum("WINDOW", "Pixel features", options=["pixel values",
+                                            "3 x 3 window means", "9 x 9 window means"], defaultValue=0, optional=True),
+                 "What the forest sees of each pixel: 0 = its own values (default), 1 = the mean of every band "
+                 "over its 3 x 3 window, 2 = over its 9 x 9 window (spatial context a careful analyst adds by "
+                 "hand; smoother maps, blurred class edges). From qgis_process pass the number.", advanced=True)
         self.add_seed()
         self.add(QgsProcessingParameterFileDestination(self.MODEL, "Model file", MODEL_FILTER),
                  "The .bdgf model file to write (input of 'Classify raster' and 'Assess accuracy').")
@@ -59,6 +65,7 @@ class TrainBaselineAlgorithm(BdgfAlgorithm):
         args = sampling_args(self, parameters, context, feedback)
         args += ["--block-size", self.parameterAsInt(parameters, self.BLOCK_SIZE, context),
                  "--trees", self.parameterAsInt(parameters, self.TREES, context),
+                 "--features", ("pixel", "mean3", "mean9")[self.parameterAsEnum(parameters, "WINDOW", context)],
                  "--seed", self.parameterAsInt(parameters, self.SEED, context),
                  "--model", model]
         if report:

@@ -654,9 +654,10 @@ def add_sampling(alg: BdgfAlgorithm, validation_default: float, block_size: bool
     alg.add(QgsProcessingParameterNumber("VALIDATION_SHARE", "Validation share",
                                          QgsProcessingParameterNumber.Double, validation_default,
                                          minValue=0.0, maxValue=0.9),
-            f"Share of the training side's labelled pixels set apart for validation (whole polygons or "
-            f"blocks, or random pixels, as the split), before the training samples are drawn from the "
-            f"rest; 0 to 0.9; default {validation_default:g}.", advanced=True)
+            f"Share of each class's training-side pixels set apart to choose the best epoch: square blocks "
+            f"cut out of the training polygons (never a whole polygon, so a dominant region keeps training "
+            f"pixels), whole blocks under the block split, random pixels under the pixel split; the test "
+            f"pixels do not depend on it. 0 to 0.9; default {validation_default:g}.", advanced=True)
 
 
 def check_validation_share(alg: BdgfAlgorithm, parameters, context):

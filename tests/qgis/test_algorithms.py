@@ -93,6 +93,15 @@ def test_classify_and_assess(bdgf_provider, fake_runtime, tiny_scene, tmp_path):
     assert (res["OA"], res["AA"], res["KAPPA"]) == (87.5, 80.25, 79.0)
     assert all(isinstance(res[k], float) for k in ("OA", "AA", "KAPPA"))
 
+    run("assess", {"MAP": tiny_scene["spectral"], "GROUND_TRUTH": tiny_scene["groundtruth"], "BOUNDARIES": 1,
+                   "BOUNDARY_DISTANCE": 1.5, "REPORT": str(tmp_path / "acc2.html")})
+    a = argmap(fake_runtime()[-1]["args"])
+    assert (a["--boundaries"], float(a["--boundary-distance"])) == ("on", 1.5)
+
+    run("train_baseline", {"SPECTRAL": tiny_scene["spectral"], "SAR": tiny_scene["sar"], "WINDOW": 2,
+                           "GROUND_TRUTH": tiny_scene["groundtruth"], "MODEL": str(tmp_path / "rf9.bdgf")})
+    assert argmap(fake_runtime()[-1]["args"])["--features"] == "mean9"
+
 
 def test_pretrain_and_train_switches(bdgf_provider, fake_runtime, tiny_scene, tmp_path):
     run("pretrain", {"SPECTRAL": tiny_scene["spectral"], "SAR": tiny_scene["sar"], "STEPS": 5,
