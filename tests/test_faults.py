@@ -393,7 +393,7 @@ def test_a_full_disk_gives_one_message_and_no_partial_output(ref, tmp_path, kind
     record("disk full (file-size limit)", kind, 1, int(ok), 0, time.monotonic() - t0, errors[0] if errors else "")
     assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-2000:]
     assert len(errors) == 1, p.stdout[-2000:]
-    assert str(tmp_path / name) in errors[0] and "needs" in errors[0] and "MB" in errors[0], errors[0]
+    assert str(tmp_path / name) in errors[0] and "needs about " in errors[0] and "B, but" in errors[0], errors[0]
     assert "file-size limit" in errors[0] and "\n" not in errors[0]
     assert left == expected, left
 
@@ -438,8 +438,9 @@ def _kill_series(name: str, argv: list, outputs: dict[str, Path], folder: Path, 
     t_start = time.monotonic()
     log = folder.parent / f"{folder.name}.log"
     while kills < KILLS and kills + finished < 3 * KILLS:
-        at = (kills + rng.random()) / KILLS * duration  # one moment in each 1/KILLS of the run
+        at = (kills + rng.random()) / KILLS * 0.95 * duration  # one moment in each 1/KILLS of the run
         p = forked(argv, log)
+        started = time.monotonic()
         p.join(at)
         if p.is_alive():
             p.kill()
@@ -448,6 +449,8 @@ def _kill_series(name: str, argv: list, outputs: dict[str, Path], folder: Path, 
         else:
             assert p.exitcode == 0, log.read_text()[-3000:]
             finished += 1
+            if "resuming from the checkpoint" not in log.read_text():  # a whole run: the load of the
+                duration = time.monotonic() - started  # machine now (2 shared cores swing 5x)
         for n, refp in outputs.items():
             path = folder / n
             if path.exists() and prev[n] is not None and path.read_bytes() == prev[n]:
@@ -461,6 +464,7 @@ def _kill_series(name: str, argv: list, outputs: dict[str, Path], folder: Path, 
     record("SIGKILL at random moments", name, kills, kills - bad if complete and not left else 0, 0,
            time.monotonic() - t_start, f"{finished} runs finished between kills; partial files seen after kills "
                                        f"{partials_seen}, left after the next run {len(left)}")
+    assert kills >= KILLS, f"only {kills} kills landed before the runs ended"
     assert bad == 0, f"{bad} outputs were torn under their final name"
     assert complete, "the run after the kills did not give the uninterrupted run's outputs"
     assert not left, left
