@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         lines = Path(args.from_rows).read_text().splitlines()
         meta, rows = json.loads(lines[0]), [json.loads(x) for x in lines[1:]]
         seconds, code = meta["seconds"], meta["code"]
+        updates = meta.get("updates", [])
     else:
         with tempfile.TemporaryDirectory() as tmp:
             rec = Path(tmp) / "rows.jsonl"
@@ -112,8 +113,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.rows:
             Path(args.rows).write_text("\n".join(json.dumps(x) for x in
                                                 [{"seconds": seconds, "code": code, "updates": updates}, *rows]) + "\n")
-    else:
-        updates = meta.get("updates", [])
     text = render(rows, seconds, code, "python scripts/fault_report.py", updates)
     with atomic_output(args.out) as part:
         part.write_text(text, encoding="utf-8")
