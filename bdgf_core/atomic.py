@@ -135,6 +135,8 @@ def file_size_limit() -> Optional[int]:
 
 
 def _mb(n: float) -> str:
+    if n < 2**20:
+        return f"{max(1, round(n / 2**10))} KB"
     return f"{n / 2**20:.1f} MB" if n < 2**30 else f"{n / 2**30:.2f} GB"
 
 

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def render(rows: list[dict], seconds: float, code: int, command: str) -> str:
+def render(rows: list[dict], seconds: float, code: int, command: str, updates: list[str] = ()) -> str:
     tried = sum(r["tried"] for r in rows)
     intact = sum(r["intact"] for r in rows)
     strays = sum(r["strays"] for r in rows)
@@ -33,7 +33,8 @@ def render(rows: list[dict], seconds: float, code: int, command: str) -> str:
         "",
         f"Written by `{command}` on {_dt.date.today().isoformat()} ({platform.system()} {platform.machine()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}); the suite took {seconds:.0f} s"
-        f"{'' if code == 0 else f' and FAILED (pytest exit status {code})'}.",
+        f"{'' if code == 0 else f' and FAILED (pytest exit status {code})'}."
+        + "".join(f" Then {u}." for u in updates),
         "",
         f"**{tried} faults tried, outputs intact after {intact}, {strays} stray processes left.**",
         "",
@@ -76,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "FAULTS.md"))
     ap.add_argument("--rows", default=None, help="keep the recorded rows in this file (JSON lines)")
     ap.add_argument("--from-rows", default=None, help="render rows recorded earlier, without running the suite")
+    ap.add_argument("--update", action="store_true",
+                    help="with --rows: run only the tests PYTEST_ARGS select (e.g. -k pretrain) and replace their "
+                         "rows in that file")
     ap.add_argument("pytest_args", nargs="*")
     args = ap.parse_args(argv)
     from bdgf_core.atomic import atomic_output
@@ -84,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         lines = Path(args.from_rows).read_text().splitlines()
         meta, rows = json.loads(lines[0]), [json.loads(x) for x in lines[1:]]
         seconds, code = meta["seconds"], meta["code"]
+        updates = meta.get("updates", [])
     else:
         with tempfile.TemporaryDirectory() as tmp:
             rec = Path(tmp) / "rows.jsonl"
@@ -93,10 +98,22 @@ def main(argv: list[str] | None = None) -> int:
                                     str(ROOT / "tests" / "test_faults.py"), *args.pytest_args], cwd=ROOT, env=env)
             seconds = time.monotonic() - t0
             rows = [json.loads(x) for x in rec.read_text().splitlines()] if rec.exists() else []
+        if args.update:
+            lines = Path(args.rows).read_text().splitlines()
+            meta, old = json.loads(lines[0]), [json.loads(x) for x in lines[1:]]
+            fresh = {(r["fault"], r["stage"]): r for r in rows}
+            n_fresh = len(fresh)
+            rows = [fresh.pop((r["fault"], r["stage"]), r) for r in old] + list(fresh.values())
+            updates = meta.get("updates", []) + [
+                f"{n_fresh} rows re-run on "
+                f"{_dt.date.today().isoformat()} with `{' '.join(args.pytest_args)}` ({time.monotonic() - t0:.0f} s)"]
+            seconds, code = meta["seconds"], max(meta["code"], code)
+        else:
+            updates = []
         if args.rows:
             Path(args.rows).write_text("\n".join(json.dumps(x) for x in
-                                                [{"seconds": seconds, "code": code}, *rows]) + "\n")
-    text = render(rows, seconds, code, "python scripts/fault_report.py")
+                                                [{"seconds": seconds, "code": code, "updates": updates}, *rows]) + "\n")
+    text = render(rows, seconds, code, "python scripts/fault_report.py", updates)
     with atomic_output(args.out) as part:
         part.write_text(text, encoding="utf-8")
     print(f"{args.out}: {len(rows)} rows")
