@@ -62,9 +62,10 @@ def add_deep_commands(sub, common, training_args) -> None:
     t.add_argument("--centre", action=argparse.BooleanOptionalAction, default=None,
                    help="the centre pixel's own values into the fused head (default: on)")
     t.add_argument("--flips", action=argparse.BooleanOptionalAction, default=None,
-                   help="train on flipped and rotated patches")
+                   help="train on flipped and rotated patches (default: on)")
     t.add_argument("--mix-share", type=_mix_share, default=None,
-                   help="share of training patches mixed with another class beyond a random line (0..1)")
+                   help="share of training patches mixed with another class beyond a random line, 0 to 1 "
+                        "(default 1: every patch)")
     from .cli import COMMANDS
 
     COMMANDS["pretrain"] = cmd_pretrain
