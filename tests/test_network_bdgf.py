@@ -29,7 +29,7 @@ def test_forward_shapes(p: int) -> None:
     assert set(out.branch_logits) == set(out.branch_features) == {"cnn", "trans", "mamba"}
     assert all(z.shape == (8, 5) for z in out.branch_logits.values())
     assert all(f.shape == (8, 16) for f in out.branch_features.values())
-    assert net.fused_head.in_features == 4 * 16  # eq. 29: three branches and the centre pixel (issue 15)
+    assert net.fused_head.in_features == 3 * 16  # eq. 29 concatenation of three branches
 
 
 def test_state_dict_is_plain_tensors_and_meta_round_trips() -> None:

@@ -57,10 +57,11 @@ class BDGFConfig:
     epochs: int = 100
     batch_size: int = 64
     seed: int = 0
-    # edge switches (issue 15): on by default, chosen by docs/bench/edges.md; LEGACY for old files
-    centre: bool = True
-    flips: bool = True
-    mix_share: float = 1.0
+    # edge switches (issue 15): off by default, the hard scene lost whole-map OA with them on
+    # (docs/bench/edges.md); LEGACY gives old files the same values
+    centre: bool = False
+    flips: bool = False
+    mix_share: float = 0.0
     centre_ce: float = 0.0  # weight of a CE on a head of f_centre alone (0: f_centre feeds the fused head only)
 
     def __post_init__(self) -> None:
