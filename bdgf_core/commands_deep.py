@@ -62,11 +62,12 @@ def add_deep_commands(sub, common, training_args) -> None:
         t.add_argument(f"--no-{name}", action="store_true", help=f"ablation: switch {name} off (Table II)")
     # issue 15's edge switches; unset, they take BDGFConfig's defaults (docs/METHOD.md "Class edges")
     t.add_argument("--centre", action=argparse.BooleanOptionalAction, default=None,
-                   help="the centre pixel's own values into the fused head (default: on)")
+                   help="the centre pixel's own values into the fused head (default: off)")
     t.add_argument("--flips", action=argparse.BooleanOptionalAction, default=None,
-                   help="train on flipped and rotated patches")
+                   help="train on flipped and rotated patches (default: off)")
     t.add_argument("--mix-share", type=_mix_share, default=None,
-                   help="share of training patches mixed with another class beyond a random line (0..1)")
+                   help="share of training patches mixed with another class beyond a random line, 0 to 1 "
+                        "(default 0; 1 mixes every patch)")
     from .cli import COMMANDS
 
     COMMANDS["pretrain"] = cmd_pretrain

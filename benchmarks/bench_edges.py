@@ -45,9 +45,11 @@ ROWS = {
     "centre+mix": dict(centre=True, flips=False, mix_share=0.5),
     "centre+flips+mix": dict(centre=True, flips=True, mix_share=0.5),
     "flips+mix": dict(centre=False, flips=True, mix_share=0.5),
-    "patch 5": dict(centre=False, flips=False, mix_share=0.0, patch=5),
-    "centre+flips+mix, patch 5": dict(centre=True, flips=True, mix_share=0.5, patch=5),
-    "centre+flips+mix 0.25": dict(centre=True, flips=True, mix_share=0.25),
+    "p5": dict(centre=False, flips=False, mix_share=0.0, patch=5),
+    "centre+flips+mix+p5": dict(centre=True, flips=True, mix_share=0.5, patch=5),
+    "centre+flips+mix0.25": dict(centre=True, flips=True, mix_share=0.25),
+    "centre+flips+mix1": dict(centre=True, flips=True, mix_share=1.0),
+    "centre+flips+mix+ce": dict(centre=True, flips=True, mix_share=0.5, centre_ce=1.0),
     "defaults": dict(),
 }
 FORESTS = ("random forest (per pixel)", "random forest (pixel + 3x3, 5x5 window means)")
@@ -203,9 +205,12 @@ def forest_rows(scene: Scene, seed: int) -> dict[str, dict]:
     return out
 
 
-def cached(folder: Path, key: str, fn):
-    """fn()'s result, kept in a file of its own per key (parallel runs of the benchmark do not collide)."""
+def cached(folder: Path, key: str, fn, only_cached: bool = False):
+    """fn()'s result, kept in a file of its own per key (parallel runs of the benchmark do not collide);
+    None when ``only_cached`` and it was never computed."""
     path = folder / (key.replace("/", "__").replace(" ", "_").replace(",", "").replace("+", "-") + ".json")
+    if not path.exists() and only_cached:
+        return None
     if not path.exists():
         folder.mkdir(parents=True, exist_ok=True)
         result = fn()
@@ -231,10 +236,35 @@ def table(results: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def run_scene(args, work: Path, variant: str, size: int) -> str:
+    """Run (or read back) every row and seed on one scene; its section of the report."""
+    scene = Scene(work, variant, size)
+    store = scene.dir / "results"
+    only = args.cached_only
+    results: dict[str, list[dict]] = {k: [] for k in [*([] if args.no_forests else FORESTS), *args.rows]}
+    for seed in args.seeds:
+        forests = {} if args.no_forests else cached(store, f"forests/{seed}", lambda: forest_rows(scene, seed), only)
+        for name, r in (forests or {}).items():
+            results[name].append(r)
+            print(f"{variant} {size} seed {seed} {name}: OA {r['oa']:.2f}, boundary {r['boundary']:.2f}", flush=True)
+        for row in args.rows:
+            r = cached(store, f"{row}/{args.epochs}/{seed}", lambda: bdgf_row(scene, seed, args.epochs, ROWS[row]), only)
+            if r is None:
+                continue
+            results[row].append(r)
+            print(f"{variant} {size} seed {seed} {row}: OA {r['oa']:.2f}, boundary {r['boundary']:.2f}, interior "
+                  f"{r['interior']:.2f} (train {r['train_s']} s, map {r['map_s']} s)", flush=True)
+    n_b = int((scene.dist <= 2).sum())
+    return (f"## `--variant {variant}`, {size} x {size} ({n_b} boundary pixels of {scene.ref.size})\n\n"
+            f"{table(results)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variant", nargs="+", default=["standard"], choices=["standard", "hard"])
-    ap.add_argument("--size", type=int, default=160)
+    ap.add_argument("--size", type=int, nargs="+", default=[160])
+    ap.add_argument("--cached-only", action="store_true",
+                    help="only write the tables of the rows already computed (each row says over how many seeds)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--rows", nargs="+", default=["paper", "centre", "flips", "mix"], choices=list(ROWS))
@@ -251,29 +281,18 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     sections = []
-    for variant in args.variant:
-        scene = Scene(work, variant, args.size)
-        store = scene.dir / "results"
-        results: dict[str, list[dict]] = {k: [] for k in [*([] if args.no_forests else FORESTS), *args.rows]}
-        for seed in args.seeds:
-            forests = {} if args.no_forests else cached(store, f"forests/{seed}", lambda: forest_rows(scene, seed))
-            for name, r in forests.items():
-                results[name].append(r)
-                print(f"{variant} seed {seed} {name}: OA {r['oa']:.2f}, boundary {r['boundary']:.2f}", flush=True)
-            for row in args.rows:
-                r = cached(store, f"{row}/{args.epochs}/{seed}",
-                           lambda: bdgf_row(scene, seed, args.epochs, ROWS[row]))
-                results[row].append(r)
-                print(f"{variant} seed {seed} {row}: OA {r['oa']:.2f}, boundary {r['boundary']:.2f}, interior "
-                      f"{r['interior']:.2f} (train {r['train_s']} s, map {r['map_s']} s)", flush=True)
-        n_b = int((scene.dist <= 2).sum())
-        sections.append(f"## `--variant {variant}`, {args.size} x {args.size} ({n_b} boundary pixels of "
-                        f"{scene.ref.size})\n\n{table(results)}")
+    for size in args.size:
+        for variant in args.variant:
+            sections.append(run_scene(args, work, variant, size))
     cmd = " ".join(["python benchmarks/bench_edges.py", *sys.argv[1:]])
     text = (f"# Class edges (issue 15)\n\nCommand: `{cmd}`\n\nMachine: {cpu_model()}, {os.cpu_count()} cores, torch "
             f"{torch.__version__}, Python {platform.python_version()}; {time.perf_counter() - t_start:.0f} s "
             f"(cached rows are reused). Mean ± std over seeds; {args.epochs} epochs, patch 9 unless the row says, "
             "fast diffusion features; every pixel of the map scored against the generator's reference.\n\n"
+            "Rows: `paper` is the paper's network (the three edge switches off); `centre` the centre-pixel "
+            "feature in the fused head; `flips` flips and rotations; `mix` mixed patches (share 0.5 unless the "
+            "row says); `+` combines them; `defaults` is what `train` does without edge flags. Forests: "
+            "200 trees on the training + validation pixels of the same split.\n\n"
             + "\n\n".join(sections) + "\n")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -50,12 +50,25 @@ def test_centre_joins_the_fused_head_and_round_trips() -> None:
     assert bare(*_patches()[:2]).logits.shape == (12, 3)
 
 
+def test_centre_ce_adds_the_centre_heads_cross_entropy() -> None:
+    torch.manual_seed(0)
+    net = BDGFNet(4, 2, 3, 3, BDGFConfig(patch=5, centre=True, centre_ce=0.5, **SMALL))
+    y = torch.arange(12) % 3
+    out = net(*_patches())
+    total, parts = net.loss(out, y)
+    fused_only, _ = net.mutual(out.logits, out.branch_logits, out.branch_features, y)
+    want = torch.nn.functional.cross_entropy(net.centre_head(net.centre(*_patches())), y)
+    torch.testing.assert_close(total, fused_only + 0.5 * want)
+    assert parts["ce_centre"] == pytest.approx(float(want.detach()))
+    assert BDGFNet(4, 2, 3, 3, BDGFConfig(patch=5, centre=True, **SMALL)).centre_head is None  # default 0: no head
+
+
 def test_old_model_files_keep_the_old_network() -> None:
     cfg = BDGFConfig(patch=5, centre=True, flips=True, mix_share=0.5, **SMALL).to_dict()
     for k in LEGACY:
         del cfg[k]  # a model file written before the edge switches
     old = BDGFConfig.from_dict(cfg)
-    assert (old.centre, old.flips, old.mix_share) == (False, False, 0.0)
+    assert (old.centre, old.centre_ce, old.flips, old.mix_share) == (False, 0.0, False, 0.0)
     assert BDGFNet(4, 2, 3, 3, old).centre is None
     with pytest.raises(ValueError, match="mixed-patch share"):
         BDGFConfig(mix_share=1.5)
@@ -150,7 +163,7 @@ def test_training_applies_the_augmentations_repeatably() -> None:
     on = BDGFConfig(**CFG, flips=True, mix_share=0.5, centre=True)
     a, _ = fit_bdgf(spec, sar, feat, tr, None, 3, on)
     b, _ = fit_bdgf(spec, sar, feat, tr, None, 3, on)
-    plain, _ = fit_bdgf(spec, sar, feat, tr, None, 3, BDGFConfig(**CFG, centre=True))
+    plain, _ = fit_bdgf(spec, sar, feat, tr, None, 3, BDGFConfig(**CFG, centre=True, flips=False, mix_share=0.0))
     wa, wb, wp = (dict(n.state_dict()) for n in (a, b, plain))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)  # same seed, same augmentations
     assert any(not torch.equal(wa[k], wp[k]) for k in wa)  # the hook is live
@@ -180,3 +193,9 @@ def test_train_flags_reach_the_config(capsys) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args([*base, "--mix-share", "1.5"])
     assert "--mix-share" in capsys.readouterr().err
+
+
+def test_switches_are_written_into_new_model_files() -> None:
+    cfg = BDGFConfig(centre=True, flips=True, mix_share=1.0)
+    assert BDGFConfig.from_dict(cfg.to_dict()) == cfg  # read back as trained, not as LEGACY
+    assert {k: getattr(BDGFConfig(), k) for k in LEGACY} == LEGACY  # off by default (docs/bench/edges.md)

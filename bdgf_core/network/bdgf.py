@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cnn import CNNBranch
@@ -18,7 +19,7 @@ BRANCHES = ("cnn", "trans", "mamba")
 #: What a config written before a field existed meant (model files, checkpoints): the old network and
 #: training. A file without a key gets these, not today's defaults (issue 15's fidelity and edge switches).
 LEGACY: dict[str, Any] = {"mamba_dif_pass": False, "temperature_floor": 0.0, "branch_ce_weight": 0.0,
-                          "centre": False, "flips": False, "mix_share": 0.0}
+                          "centre": False, "centre_ce": 0.0, "flips": False, "mix_share": 0.0}
 
 
 @dataclass
@@ -59,13 +60,18 @@ class BDGFConfig:
     epochs: int = 100
     batch_size: int = 64
     seed: int = 0
+    # edge switches (issue 15): off by default, the hard scene lost whole-map OA with them on
+    # (docs/bench/edges.md); LEGACY gives old files the same values
     centre: bool = False
     flips: bool = False
     mix_share: float = 0.0
+    centre_ce: float = 0.0  # weight of a CE on a head of f_centre alone (0: f_centre feeds the fused head only)
 
     def __post_init__(self) -> None:
         if self.patch < 1 or self.patch % 2 == 0:
             raise ValueError(f"patch size must be odd and positive, got {self.patch}")
+        if self.centre_ce < 0:
+            raise ValueError(f"the centre CE weight must be >= 0, got {self.centre_ce}")
         if not 0.0 <= self.mix_share <= 1.0:
             raise ValueError(f"the mixed-patch share must be between 0 and 1, got {self.mix_share}")
         if not (self.use_cnn or self.use_transformer or self.use_mamba):
@@ -125,6 +131,7 @@ class BDGFOutput:
     logits: Tensor
     branch_logits: dict[str, Tensor] = field(default_factory=dict)
     branch_features: dict[str, Tensor] = field(default_factory=dict)
+    centre_logits: Optional[Tensor] = None  # the centre pixel's own head, with centre_ce > 0
 
 
 class BDGFNet(nn.Module):
@@ -161,6 +168,7 @@ class BDGFNet(nn.Module):
         # the centre pixel's vector: with the diffusion features only where some branch is guided
         centre_in = spectral_bands + sar_bands + (feature_channels if cfg.needs_features else 0)
         self.centre = CentrePixel(centre_in, e) if cfg.centre else None
+        self.centre_head = nn.Linear(e, n_classes) if cfg.centre and cfg.centre_ce > 0 else None
         fused_in = e * (len(cfg.branches) + (1 if cfg.centre else 0))
         self.fused_head = nn.Linear(fused_in, n_classes)  # eq. 29: z_total = FC(f_trans, f_cnn, f_mamba[, f_centre])
         self.mutual = MutualLearning(cfg.branches, cfg.mutual, cfg.branch_ce_weight, cfg.temperature_floor)
@@ -178,14 +186,23 @@ class BDGFNet(nn.Module):
         # Concatenation order of eq. 29: (f_trans, f_cnn, f_mamba), skipping branches that are off.
         order = [b for b in ("trans", "cnn", "mamba") if b in feats]
         parts = [feats[b] for b in order]
-        if self.centre is not None:  # not a branch of the mutual loss: it only feeds the fused head
+        centre_logits = None
+        if self.centre is not None:  # not a branch of the mutual loss: it feeds the fused head
             parts.append(self.centre(spec, sar, dif if self.config.needs_features else None))
+            if self.centre_head is not None:
+                centre_logits = self.centre_head(parts[-1])
         fused = self.fused_head(torch.cat(parts, dim=-1))
-        return BDGFOutput(fused, logits, feats)
+        return BDGFOutput(fused, logits, feats, centre_logits)
 
     def loss(self, out: BDGFOutput, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
-        """Eq. 29: CE of the fused head plus the pairwise tempered KL terms (CE only without mutual)."""
-        return self.mutual(out.logits, out.branch_logits, out.branch_features, labels)
+        """Eq. 29: CE of the fused head plus the pairwise tempered KL terms (CE only without mutual);
+        with ``centre_ce`` also that weight times the CE of the centre pixel's own head (not in the paper)."""
+        total, parts = self.mutual(out.logits, out.branch_logits, out.branch_features, labels)
+        if out.centre_logits is not None:
+            term = F.cross_entropy(out.centre_logits.float(), labels)
+            total = total + self.config.centre_ce * term
+            parts["ce_centre"] = float(term.detach())
+        return total, parts
 
     def meta(self) -> dict[str, Any]:
         """JSON-able constructor arguments, to rebuild the net before load_state_dict."""
