@@ -71,6 +71,20 @@ class TrainAlgorithm(BdgfAlgorithm):
         for pid, desc, switch in ABLATIONS:
             self.add(QgsProcessingParameterBoolean(pid, desc, True),
                      f"On by default; off passes {switch} to the runtime (ablation).", advanced=True)
+        self.add(QgsProcessingParameterBoolean("CENTRE", "Centre pixel into the fused head (class edges)", False,
+                                               optional=True),
+                 "Not in the paper: the centre pixel's own spectral and SAR values reach the fused head through a "
+                 "small network, so pixels on class edges are not decided by their neighbours. Off by default "
+                 "(docs/bench/edges.md: sharper edges on the standard demo scene, worse on the hard one).",
+                 advanced=True)
+        self.add(QgsProcessingParameterBoolean("FLIPS", "Flip and rotate training patches", False, optional=True),
+                 "Not in the paper: training patches flipped and rotated at random. Off by default.", advanced=True)
+        self.add(QgsProcessingParameterNumber("MIX_SHARE", "Mixed-patch share (class edges)",
+                                              QgsProcessingParameterNumber.Double, 0.0, minValue=0.0, maxValue=1.0,
+                                              optional=True),
+                 "Not in the paper: this share of training patches get the far side of a random line from a patch "
+                 "of another class, the label staying the centre's, so the network sees edges. 0 to 1; default 0.",
+                 advanced=True)
         self.add(QgsProcessingParameterFileDestination(self.MODEL, "Model file", MODEL_FILTER),
                  "The .bdgf model file to write (input of 'Classify raster' and 'Assess accuracy').")
         self.add(QgsProcessingParameterFileDestination(self.REPORT, "Training report", REPORT_FILTER,
@@ -108,6 +122,13 @@ class TrainAlgorithm(BdgfAlgorithm):
         for pid, _desc, switch in ABLATIONS:
             if not self.parameterAsBool(parameters, pid, context):
                 args.append(switch)
+        if parameters.get("CENTRE") not in (None, "") and self.parameterAsBool(parameters, "CENTRE", context):
+            args.append("--centre")
+        if parameters.get("FLIPS") not in (None, "") and self.parameterAsBool(parameters, "FLIPS", context):
+            args.append("--flips")
+        mix = self.parameterAsDouble(parameters, "MIX_SHARE", context) if parameters.get("MIX_SHARE") else 0.0
+        if mix > 0:
+            args += ["--mix-share", repr(mix)]
         args += ["--model", model]
         if report:
             args += ["--report", report]

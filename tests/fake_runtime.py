@@ -65,7 +65,8 @@ def pretend_runtime(argv):
     if command == "generate-scene":
         d = Path(values["--out-dir"])
         outputs = {"spectral": str(d / "spectral.tif"), "sar": str(d / "sar.tif"),
-                   "groundtruth": str(d / "groundtruth.gpkg"), "class_field": "class"}
+                   "groundtruth": str(d / "groundtruth.gpkg"), "reference": str(d / "reference.tif"),
+                   "class_field": "class"}
     if command == "classify":
         outputs["style"] = str(Path(values["--out"]).with_suffix(".qml"))
     if command == "assess":

@@ -131,6 +131,12 @@ def test_pretrain_and_train_switches(bdgf_provider, fake_runtime, tiny_scene, tm
     assert (a["--epochs"], a["--split"], a["--features"]) == ("2", "pixels", tiny_scene["spectral"])
     assert float(a["--validation-share"]) == pytest.approx(0.1)
     assert a["--val-cap"] == "200"  # the capped validation subset of the runtime, by default
+    assert not {"--centre", "--flips", "--mix-share"} & set(a)  # the edge switches are off by default
+    run("train", {"SPECTRAL": tiny_scene["spectral"], "SAR": tiny_scene["sar"], "FEATURES": tiny_scene["spectral"],
+                  "GROUND_TRUTH": tiny_scene["groundtruth"], "CENTRE": True, "FLIPS": True, "MIX_SHARE": 1.0,
+                  "MODEL": str(tmp_path / "edges.bdgf")})
+    a = argmap(fake_runtime()[-1]["args"])
+    assert {"--centre", "--flips"} <= set(fake_runtime()[-1]["args"]) and float(a["--mix-share"]) == 1.0
     assert res["MODEL"] == str(tmp_path / "bdgf.bdgf")
 
 
