@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     c.add_argument("--fast", choices=["bf16", "student"], default=None,
                    help="BDGF models: a faster map that is not exactly the model's (default: exact). bf16: bfloat16 "
-                        "arithmetic on the CPU too (about 2x); student: a compact network distilled from the model on "
+                        "arithmetic on the CPU too (about 1.7x here); student: a compact network distilled from the model on "
                         "this scene, written beside the model and reused (hundreds of times faster; its agreement "
                         "with the model is reported)")
     c.add_argument("--batch-size", type=positive_int, default=None,
