@@ -39,7 +39,7 @@ class BDGFPredictor:
         self.batch_size = batch_size or (GPU_BATCH if self.device.type == "cuda" else CPU_MAX_BATCH)
         self._per_pixel: float | None = None
         #: "fp32" (exact) or "bf16": bfloat16 autocast on the CPU as well (CUDA always uses it). Not the
-        #: exact map: about 2x faster on CPUs with bf16 units, see docs/DENSE.md for the change it makes.
+        #: exact map: about 1.7x faster on CPUs with bf16 units, see docs/DENSE.md for the change it makes.
         self.precision = "fp32"
         self.log = None  # told when an out-of-memory retry lowers the batch (e.g. Reporter.warning)
 

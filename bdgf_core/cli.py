@@ -151,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--memory-mb", type=positive_int, default=1024,
                    help="memory budget of the run in MB (batches, caches and blocks of rows are sized from it)")
     c.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    c.add_argument("--fast", choices=["bf16", "student"], default=None,
+                   help="BDGF models: a faster map that is not exactly the model's (default: exact). bf16: bfloat16 "
+                        "arithmetic on the CPU too (about 1.7x here); student: a compact network distilled from the model on "
+                        "this scene, written beside the model and reused (hundreds of times faster; its agreement "
+                        "with the model is reported)")
     c.add_argument("--batch-size", type=positive_int, default=None,
                    help="pixels per network batch (BDGF; default: chosen from the memory budget)")
 
@@ -413,7 +418,7 @@ def _classify_setup(args, rep: Reporter, device: str):
     spec, sar = open_inputs(args.spectral, args.sar, rep,
                             args.sar_resampling or meta["inputs"].get("sar_resampling") or "bilinear")
     feats = diffusion = None
-    if meta["kind"] == "bdgf" and meta["inputs"].get("feature_bands"):
+    if meta["kind"] in ("bdgf", "student") and meta["inputs"].get("feature_bands"):
         if args.diffusion_model:
             diffusion = _diffusion_features(args, meta, spec, device, rep)
         else:
@@ -425,7 +430,18 @@ def _classify_setup(args, rep: Reporter, device: str):
     if not any_pixel_with_data([spec, sar]):
         raise BdgfError("the spectral and SAR rasters have no pixel with data in both (all nodata or NaN); "
                         "check their nodata values and that they cover the same area")
-    return predictor, Inputs(spec, sar, feats, diffusion), classes_of(meta), meta
+    inputs = Inputs(spec, sar, feats, diffusion)
+    fast = getattr(args, "fast", None)
+    if fast and meta["kind"] != "bdgf":
+        rep.warning(f"--fast {fast} applies to BDGF models only; ignored")
+    elif fast == "bf16":
+        predictor.precision = "bf16"
+        rep.info("fast map: bfloat16 arithmetic (not exactly the model's map; docs/DENSE.md)")
+    elif fast == "student":
+        from .student import student_for
+
+        predictor = student_for(args.model, predictor, inputs, device, rep)
+    return predictor, inputs, classes_of(meta), meta
 
 
 def _feature_source(args, meta, spec, rep):

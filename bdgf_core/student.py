@@ -229,8 +229,12 @@ def student_for(model: str | os.PathLike, teacher, inputs, device: str = "cpu", 
                 rep.info(f"fast map: student {path.name} (agreement with the BDGF model on held-out pixels "
                          f"{100 * a:.1f}%)" if a is not None else f"fast map: student {path.name}")
             return StudentPredictor.from_file(st, sm, device)
+    from .atomic import check_writable
+
+    check_writable(path)  # before the distillation's minutes, not after
     log = rep.info if rep is not None else (lambda m: None)
-    progress = rep.sub(0, 30).progress if rep is not None else (lambda f: None)
+    # the distillation's own progress, 0-100 %, before the classification's (its log line says which is which)
+    progress = rep.progress if rep is not None else (lambda f: None)
     cancelled = rep.cancelled if rep is not None else (lambda: False)
     log(f"fast map: distilling a student of {Path(model).name} on this scene (written to {path.name})")
     net, summary = distil(teacher, inputs, log=log, progress=lambda f: progress(f), cancelled=cancelled, **kw)

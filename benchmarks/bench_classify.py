@@ -241,7 +241,7 @@ def setup(work: Path, parts: list[str]) -> dict:
     spec, sar, gt = s / "spectral.tif", s / "sar.tif", s / "groundtruth.gpkg"
     f.update(spectral=spec, sar=sar)
     common = ["--spectral", spec, "--sar", sar, "--groundtruth", gt, "--samples-per-class", 20]
-    paper = {"throughput", "throughput-gpu", "memory", "diffusion"} & set(parts)
+    paper = {"throughput", "throughput-gpu", "memory", "diffusion", "dense"} & set(parts)
     if paper and not f["ddpm"].exists():
         cli("pretrain", "--spectral", spec, "--sar", sar, "--profile", "fast", "--steps", 2, "--model", f["ddpm"],
             "--features", f["feat"])
@@ -876,9 +876,218 @@ would remove that, and is left to the owner of bdgf_core/raster.py.
 """
 
 
+# ---------------------------------------------------------------------------------------------
+# Issue 16: the exact path, bf16 and the distilled student against the per-patch path
+def _branch_times(net) -> tuple[dict, list]:
+    """Forward hooks that add each branch's wall time (seconds) into a dict; returns (times, handles)."""
+    times: dict = {}
+    handles = []
+    for name in ("cnn", "trans", "mamba"):
+        m = getattr(net, name, None)
+        if m is None:
+            continue
+
+        def pre(_m, _a, name=name):
+            times.setdefault("_start", {})[name] = time.perf_counter()
+
+        def post(_m, _a, _o, name=name):
+            times[name] = times.get(name, 0.0) + time.perf_counter() - times["_start"][name]
+
+        handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
+    return times, handles
+
+
+#: The dense part's sizes: block side of the rate measurements, side of the map compared with the exact one
+#: (its top-left corner of the scene, so with the scene's border), pixels the student is distilled on.
+DENSE_BLOCK, DENSE_MAP, DENSE_SAMPLES = 32, 96, 8192
+
+
+def dense(f: dict, repeats: int) -> dict:
+    """Pixels/s of the per-patch path, the exact path (default), --fast bf16 and --fast student on a block of
+    the demo scene (interleaved repeats), each branch's share, and the agreement and accuracy of the fast
+    maps against the exact one on a DENSE_MAP x DENSE_MAP map."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from bdgf_core.groundtruth import load_ground_truth
+    from bdgf_core.inference import Inputs
+    from bdgf_core.metrics import assess
+    from bdgf_core.models import load_predictor
+    from bdgf_core.normalise import apply
+    from bdgf_core.patchconv import patches
+    from bdgf_core.patches import pad_reflect
+    from bdgf_core.raster import RasterSource
+    from bdgf_core.student import student_for, student_path
+    from bdgf_core.training import predict_block
+
+    out: dict = {"threads": torch.get_num_threads(), "matmul": matmul_flops(repeats)}
+    pred, meta = load_predictor(f["bdgf"])
+    pred.plan(1024 * 2**20)
+    net, p = pred.net, pred.patch
+    spec_src = RasterSource(f["spectral"])
+    inputs = Inputs(spec_src, RasterSource(f["sar"], spec_src.grid), RasterSource(f["feat"], spec_src.grid))
+    whole = [pad_reflect(x.read(), p) for x in inputs.sources()]  # the whole scene with its halo
+    whole = [x[:, :DENSE_MAP + p - 1, :DENSE_MAP + p - 1] for x in whole]
+    n = DENSE_BLOCK
+    raw = [x[:, :n + p - 1, :n + p - 1] for x in whole]
+    s = np.nan_to_num(apply(raw[0], pred.stats["spectral_mean"], pred.stats["spectral_std"]))
+    a = np.nan_to_num(apply(raw[1], pred.stats["sar_mean"], pred.stats["sar_std"]))
+    batch = [patches(torch.from_numpy(x[:, :16 + p - 1, :16 + p - 1].copy()), p) for x in (s, a, raw[2])]
+    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+        net(*batch)
+    flops = fc.get_total_flops() / batch[0].shape[0]
+    out["flop_per_pixel"] = flops
+    # the student: distilled on this scene (written beside the model), timed
+    sp = student_path(f["bdgf"])
+    if sp.exists():
+        sp.unlink()
+    t = time.perf_counter()
+    student = student_for(f["bdgf"], pred, inputs, samples=DENSE_SAMPLES)
+    out["distil_s"] = time.perf_counter() - t
+    out["distillation"] = student.info
+    out["student_flop_per_pixel"] = student.net.flops_per_pixel()
+    bf16 = load_predictor(f["bdgf"])[0]
+    bf16.batch_size, bf16.precision = pred.batch_size, "bf16"
+    variants = {
+        f"per-patch path (tiles of {pred.batch_size}, no shared layers)":
+            lambda: predict_block(net, s, a, raw[2], p, pred.batch_size, share=False),
+        "exact path, shared first layers (default)": lambda: pred.predict_block(*raw),
+        "--fast bf16": lambda: bf16.predict_block(*raw),
+        "--fast student": lambda: student.predict_block(*raw),
+    }
+    out["teacher_agreement_note"] = "student distilled on DENSE_SAMPLES pixels (classify's default: 16384)"
+    ref = variants["exact path, shared first layers (default)"]()
+    assert np.allclose(variants[list(variants)[0]](), ref, atol=1e-5)
+    res: dict = {k: {"wall": [], "cpu": []} for k in variants}
+    for _ in range(repeats):  # interleaved, so that the machine's load hits every variant alike
+        for k, fn in variants.items():
+            t, c = time.perf_counter(), time.process_time()
+            fn()
+            res[k]["wall"].append(n * n / (time.perf_counter() - t))
+            res[k]["cpu"].append(n * n / (time.process_time() - c))
+    out["variants"] = {k: {"px_per_s": stats(v["wall"]), "px_per_cpu_s": stats(v["cpu"])} for k, v in res.items()}
+    # each branch's share of the exact path's time (forward hooks around the branches)
+    times, handles = _branch_times(net)
+    t = time.perf_counter()
+    pred.predict_block(*raw)
+    total = time.perf_counter() - t
+    for h in handles:
+        h.remove()
+    times.pop("_start", None)
+    out["branch_s"] = {**times, "total": total}
+    # whole-map agreement and accuracy on the 200 x 200 scene
+    maps = {}
+    for k, pr in (("exact", pred), ("bf16", bf16), ("student", student)):
+        t = time.perf_counter()
+        maps[k] = pr.predict_block(*whole).argmax(0)
+        out[f"whole_map_s_{k}"] = time.perf_counter() - t
+    gt = load_ground_truth(f["scene"] / "groundtruth.gpkg", spec_src.grid)
+    labels = gt.labels[:DENSE_MAP, :DENSE_MAP]
+    codes = np.asarray(pred.codes)
+    lab = labels > 0
+    for k, m in maps.items():
+        out[f"agreement_{k}"] = float((m == maps["exact"]).mean())
+        out[f"oa_{k}"] = assess(labels[lab], codes[m][lab], list(codes)).oa
+    out["labelled_pixels"] = int(lab.sum())
+    out["pixels"] = int(maps["exact"].size)
+    out["sizes"] = {"block": DENSE_BLOCK, "map": DENSE_MAP, "samples": DENSE_SAMPLES}
+    # end to end through the command line with the student (reused from beside the model)
+    out["cli_student_200"] = measured("classify", "--model", f["bdgf"], "--spectral", f["spectral"], "--sar",
+                                      f["sar"], "--features", f["feat"], "--out", f["work"] / "m_student_200.tif",
+                                      "--fast", "student")
+    return out
+
+
+def dense_rates(repeats: int) -> dict:
+    """Pixels per CPU-second of the per-patch path, the exact path, --fast bf16 and --fast student: the paper
+    network with random weights (rates do not depend on them), one torch thread, interleaved repeats."""
+    import torch
+
+    from bdgf_core.bdgf_model import BDGFPredictor
+    from bdgf_core.network.bdgf import BDGFConfig, BDGFNet
+    from bdgf_core.network.student import StudentNet
+    from bdgf_core.student import StudentPredictor
+    from bdgf_core.training import predict_block
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    net = BDGFNet(60, 2, 32, 7, BDGFConfig()).eval()
+    st = {"spectral_mean": np.zeros(60, np.float32), "spectral_std": np.ones(60, np.float32),
+          "sar_mean": np.zeros(2, np.float32), "sar_std": np.ones(2, np.float32)}
+    pred = BDGFPredictor(net, st, list(range(1, 8)), batch_size=256)
+    bf = BDGFPredictor(net, st, list(range(1, 8)), batch_size=256)
+    bf.precision = "bf16"
+    stu = StudentPredictor(StudentNet(94, 7, 9).eval(), st, list(range(1, 8)), True)
+    rng = np.random.default_rng(0)
+    b16, b128 = ([rng.standard_normal((c, n + 8, n + 8)).astype(np.float32) for c in (60, 2, 32)] for n in (16, 128))
+    variants = {"per-patch": (lambda: predict_block(net, *b16, 9, 256, share=False), 256),
+                "exact, shared first layers (default)": (lambda: pred.predict_block(*b16), 256),
+                "--fast bf16": (lambda: bf.predict_block(*b16), 256),
+                "--fast student": (lambda: stu.predict_block(*b128), 128 * 128)}
+    for fn, _ in variants.values():
+        fn()
+    res: dict = {k: [] for k in variants}
+    for _ in range(repeats):
+        for k, (fn, n) in variants.items():
+            c = time.process_time()
+            fn()
+            res[k].append(n / (time.process_time() - c))
+    out = {"px_per_cpu_s": {k: stats(v) for k, v in res.items()}, "matmul_1thread_1024": matmul_flops(repeats, 1024),
+           "student_flop_per_pixel": stu.net.flops_per_pixel()}
+    torch.set_num_threads(threads)
+    return out
+
+
+def report_dense(d: dict, path: Path) -> None:
+    """docs/bench/dense.md from the dense part's figures."""
+    mm = d["matmul"]["median"]
+    f = d["flop_per_pixel"]
+    v = d["variants"]
+    base = v[[k for k in v if k.startswith("per-patch")][0]]["px_per_s"]["median"]
+    base_cpu = v[[k for k in v if k.startswith("per-patch")][0]]["px_per_cpu_s"]["median"]
+    lines = ["# Dense inference (issue 16): exact path, bf16 and the distilled student", "",
+             "Written by `benchmarks/bench_classify.py --parts dense` from dense.json; do not edit by hand. "
+             "What can be shared exactly and what cannot: docs/DENSE.md.", "",
+             f"Command: `{d['command']}` ({d['date']}, load average {', '.join(f'{x:.1f}' for x in d['loadavg'])} "
+             f"at the end: the 2 cores were shared with other jobs). Machine: {cpu_model()}, torch threads "
+             f"{d['threads']}; fp32 matmul (2048^2) {fmt(d['matmul'], 0)} FLOP/s -> {mm / 1e9:.0f} GFLOP/s (median).",
+             "", f"BDGF paper network ({f / 1e6:.1f} MFLOP per pixel, per-patch forward), 2 epochs on the generated "
+             "200 x 200 scene (60 + 2 bands, 32 diffusion-feature channels); a "
+             f"{d['sizes']['block']} x {d['sizes']['block']} block, repeats interleaved. Rates min / median / max.", "",
+             "| variant | pixels/s (wall) | pixels/s of CPU time | x per-patch (wall, CPU) | effective FLOP/s "
+             "(per-patch FLOPs x rate) / matmul |", "|---|---|---|---|---|"]
+    for k, x in v.items():
+        w, c = x["px_per_s"], x["px_per_cpu_s"]
+        lines.append(f"| {k} | {fmt(w)} | {fmt(c)} | {w['median'] / base:.1f}, {c['median'] / base_cpu:.1f} | "
+                     f"{f * w['median'] / mm:.2f} |")
+    b = d["branch_s"]
+    lines += ["", "Time of each branch in one exact prediction of the block (forward hooks): "
+              + ", ".join(f"{k} {b[k]:.2f} s ({b[k] / b['total']:.0%})" for k in ("cnn", "trans", "mamba") if k in b)
+              + f", of {b['total']:.2f} s.", ""]
+    ds = d["distillation"]
+    lines += [f"Student: {d['student_flop_per_pixel'] / 1e6:.2f} MFLOP per pixel; distilled in {d['distil_s']:.0f} s "
+              f"(teacher's probabilities on {ds['samples']} sampled pixels: {ds['teacher_s']:.0f} s; {ds['steps']} "
+              f"Adam steps), agreement with the teacher on {ds['held_out_pixels']} held-out pixels "
+              f"{ds['agreement_held_out']:.2%}.", "",
+              f"Map of the scene's top-left {d['sizes']['map']} x {d['sizes']['map']} pixels ({d['pixels']} pixels, "
+              "with the scene's border; the whole scene would take the exact path too long on this shared machine); "
+              f"OA over its {d['labelled_pixels']} labelled pixels, training pixels included, so compare the rows, "
+              "not the level:", "",
+              "| map | agreement with the exact map | OA | time for the whole scene (s) |", "|---|---|---|---|"]
+    for k in ("exact", "bf16", "student"):
+        lines.append(f"| {k} | {d[f'agreement_{k}']:.2%} | {d[f'oa_{k}']:.2f} | {d[f'whole_map_s_{k}']:.1f} |")
+    c = d["cli_student_200"]
+    lines += ["", f"`classify --fast student` on the whole 200 x 200 scene (student reused from beside the model): "
+              f"{c['seconds']:.1f} s, peak resident {c['peak_mb']:.0f} MB."]
+    path.write_text("\n".join(lines) + "\n")
+
+
 PARTS = ("throughput", "memory", "scaling-rf", "scaling-bdgf", "diffusion", "diffusion-scaling")
 #: Parts run only when asked for (--parts): they need a CUDA GPU.
 GPU_PARTS = ("throughput-gpu",)
+#: Parts run only when asked for, each writing a file of its own (docs/bench/<part>.md).
+OWN_PARTS = ("dense", "dense-rates")
 
 
 def main() -> None:
@@ -930,9 +1139,9 @@ def main() -> None:
     f = setup(work, parts)
     f["work"] = work
     print(f"setup {time.perf_counter() - t0:.0f} s", flush=True)
-    unknown = set(parts) - set(PARTS) - set(GPU_PARTS)
+    unknown = set(parts) - set(PARTS) - set(GPU_PARTS) - set(OWN_PARTS)
     if unknown:
-        raise SystemExit(f"unknown parts {sorted(unknown)}; parts: {', '.join(PARTS + GPU_PARTS)} "
+        raise SystemExit(f"unknown parts {sorted(unknown)}; parts: {', '.join(PARTS + GPU_PARTS + OWN_PARTS)} "
                          "(scaling = scaling-rf,scaling-bdgf)")
     for part in parts:
         t = time.perf_counter()
@@ -947,6 +1156,22 @@ def main() -> None:
             out.with_suffix(".json").write_text(json.dumps(g, indent=1, default=str))
             report_gpu(g, out)
             print(f"{part} {time.perf_counter() - t:.0f} s, written {out}", flush=True)
+            continue
+        elif part == "dense":  # issue 16: a file of its own, docs/bench/dense.md
+            d = dense(f, args.repeats)
+            d.update(command="python benchmarks/bench_classify.py " + " ".join(sys.argv[1:]),
+                     date=time.strftime("%Y-%m-%d"), loadavg=os.getloadavg())
+            out = Path(args.out).with_name("dense.md")
+            out.with_suffix(".json").write_text(json.dumps(d, indent=1, default=str))
+            report_dense(d, out)
+            print(f"{part} {time.perf_counter() - t:.0f} s, written {out}", flush=True)
+            continue
+        elif part == "dense-rates":  # no trained model needed: printed and kept in docs/bench/dense_rates.json
+            d = dense_rates(args.repeats)
+            d.update(command="OMP_NUM_THREADS=1 python benchmarks/bench_classify.py " + " ".join(sys.argv[1:]),
+                     date=time.strftime("%Y-%m-%d"), loadavg=os.getloadavg())
+            Path(args.out).with_name("dense_rates.json").write_text(json.dumps(d, indent=1, default=str))
+            print(json.dumps(d, indent=1, default=str), flush=True)
             continue
         elif part == "memory":
             res[key] = memory(f, args.strip_rows)
