@@ -83,6 +83,10 @@ def test_classify_and_assess(bdgf_provider, fake_runtime, tiny_scene, tmp_path):
     assert "--confidence" not in a and "--features" not in a and "--diffusion-model" not in a
     assert (a["--device"], a["--memory-mb"], a["--model"]) == ("cpu", "256", str(model))
     assert res["OUTPUT"] == out and res["STYLE"] == str(tmp_path / "map.qml") and res["CONFIDENCE"] is None
+    assert "--fast" not in a  # exact by default
+    run("classify", {"MODEL": str(model), "SPECTRAL": tiny_scene["spectral"], "SAR": tiny_scene["sar"],
+                     "FEATURES": tiny_scene["spectral"], "FAST": 2, "OUTPUT": str(tmp_path / "map2.tif")})
+    assert argmap(fake_runtime()[-1]["args"])["--fast"] == "student"
 
     res = run("assess", {"MAP": tiny_scene["spectral"], "GROUND_TRUTH": tiny_scene["groundtruth"],
                          "CLASS_FIELD": "class", "MODEL": str(model), "REPORT": str(tmp_path / "acc.html"),
