@@ -13,6 +13,7 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
+    QgsProcessingFeatureSourceDefinition,
     QgsProcessingFeedback,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
@@ -614,11 +615,14 @@ def ground_truth_args(alg: BdgfAlgorithm, parameters, context, feedback) -> List
 
 def style_colours(value: Any, field: str, context) -> Dict[str, str]:
     """{code or name: '#rrggbb'} from a project layer's categorized style on ``field`` (else {})."""
-    source = getattr(value, "source", None)
-    text = source.staticValue() if source is not None else value
-    if not isinstance(text, str) or not text:
+    if isinstance(value, QgsProcessingFeatureSourceDefinition):
+        value = value.source.staticValue()
+    if isinstance(value, QgsVectorLayer):
+        layer = value
+    elif isinstance(value, str) and value:
+        layer = QgsProcessingUtils.mapLayerFromString(value, context, False)
+    else:
         return {}
-    layer = QgsProcessingUtils.mapLayerFromString(text, context, False)
     renderer = layer.renderer() if isinstance(layer, QgsVectorLayer) else None
     if not isinstance(renderer, QgsCategorizedSymbolRenderer) or renderer.classAttribute() != field:
         return {}
