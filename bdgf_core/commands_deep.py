@@ -35,8 +35,9 @@ def add_deep_commands(sub, common, training_args) -> None:
 
     p = sub.add_parser("pretrain", parents=[common], help="pretrain the diffusion model and write its features")
     input_args(p)
-    p.add_argument("--profile", choices=["paper", "fast"], default="paper",
-                   help="paper: the reference set-up (GPU); fast: a small model for CPUs")
+    p.add_argument("--profile", choices=["auto", "paper", "fast"], default="auto",
+                   help="auto (default): fast on a CPU, paper on CUDA; paper: SpectralDiff's set-up, 30000 steps "
+                        "(days on a CPU); fast: a small model for CPUs")
     p.add_argument("--steps", type=positive_int, default=None, help="training steps (profile default)")
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--tile-size", type=positive_int, default=None)
@@ -120,7 +121,12 @@ def cmd_pretrain(args, rep) -> dict:
         overrides = {k: v for k, v in {"steps": args.steps, "batch": args.batch_size, "tile": args.tile_size,
                                        "timesteps": args.timesteps,
                                        "feature_channels": args.feature_channels}.items() if v is not None}
-        cfg = DiffusionConfig.from_profile(args.profile, masking=not args.no_masking, speckle=not args.no_speckle,
+        profile = args.profile
+        if profile == "auto":  # 'paper' is 30000 steps: days on a CPU, minutes to hours on a GPU
+            profile = "paper" if str(dev).startswith("cuda") else "fast"
+            rep.info(f"profile: {profile} (auto: the device is {'CUDA' if profile == 'paper' else 'the CPU'}; "
+                     f"{'paper' if profile == 'fast' else 'fast'} can be asked for with --profile)")
+        cfg = DiffusionConfig.from_profile(profile, masking=not args.no_masking, speckle=not args.no_speckle,
                                            seed=args.seed, **overrides)
         cfg.validate()
         check_batch(cfg.batch, ctx)
@@ -145,9 +151,16 @@ def cmd_pretrain(args, rep) -> dict:
              f"{procs}")
     train_rep = rep.sub(0.0, 0.75)
     started = time.perf_counter()
+    estimated: dict = {}
+
+    def on_estimate(est: dict) -> None:  # a warning: QGIS shows it, the run log keeps it
+        estimated.update(est)
+        rep.warning(est["message"])
+
     try:
         model = pretrain_ddpm(spectral, sar_a, None, cfg, device, progress=train_rep.callback(),
-                              cancelled=rep.cancelled, checkpoint=str(ckpt), dist_ctx=ctx, log=rep.warning)
+                              cancelled=rep.cancelled, checkpoint=str(ckpt), dist_ctx=ctx, log=rep.warning,
+                              estimate=on_estimate if ctx.is_main else None)
     except PeerFailed:  # rank 0 could not resume from the checkpoint, and reports it
         return {}
     except Cancelled as exc:
@@ -201,6 +214,7 @@ def cmd_pretrain(args, rep) -> dict:
             "parameters": int(cost["parameters"]), "train_mflop_per_pixel": round(cost["train_flops_per_pixel"] / 1e6, 3),
             "feature_mflop_per_pixel": round(cost["feature_flops_per_pixel"] / 1e6, 3),
             "pretrain_seconds": round(pretrain_s, 1), "features_seconds": round(features_s, 1),
+            "estimated_seconds": round(float(estimated.get("seconds", 0.0)), 1),
             "feature_format": int(model.feature_format), "processes": ctx.world}
 
 

@@ -129,3 +129,43 @@ def test_a_slow_run_checkpoints_by_time_too(tmp_path, monkeypatch):
     monkeypatch.setattr(pt, "CHECKPOINT_SECONDS", 0.0)
     pretrain_ddpm(spe, sar, None, cfg, checkpoint=str(tmp_path / "b.ckpt"))
     assert steps == [1, 2, 3, 4]
+
+
+# Issue 17: the pretraining's total time is estimated from its first measured steps
+
+def test_estimate_from_the_first_steps():
+    from bdgf_core.diffusion.pretrain import estimate_pretraining
+
+    est = estimate_pretraining([5.0, 6.0, 7.0], 30000, "cpu")  # the first step carries the warm-up
+    assert est["seconds_per_step"] == pytest.approx(1.0) and est["seconds"] == pytest.approx(7.0 + 29997)
+    assert est["message"] == "estimated pretraining time: 8.3 h (30000 steps at 1 s/step on cpu)"
+    one = estimate_pretraining([200.0], 30000, "cpu")  # one slow step is enough
+    assert one["message"] == "estimated pretraining time: 69 days (30000 steps at 200 s/step on cpu)"
+    assert "at 1234 s/step" in estimate_pretraining([1234.0], 10, "cpu")["message"]
+
+
+def test_pretraining_reports_its_estimate_once_after_a_few_steps(monkeypatch):
+    from bdgf_core.diffusion import pretrain as pretrain_mod
+
+    monkeypatch.setattr(pretrain_mod, "ESTIMATE_SECONDS", 1e9)  # by step count, however loaded the machine
+    spe, sar = _scene()
+    seen, steps_done = [], []
+
+    def progress(fraction, message):
+        if "loss" in message:
+            steps_done.append(len(seen))
+
+    pretrain_ddpm(spe, sar, None, _config(steps=6, feature_channels=0), progress=progress, estimate=seen.append)
+    assert len(seen) == 1 and seen[0]["steps"] == 6 and seen[0]["seconds_per_step"] > 0
+    assert steps_done == [0, 0, 1, 1, 1, 1]  # told after the third step, before the fourth
+    assert seen[0]["seconds"] >= seen[0]["seconds_per_step"] * 3
+
+
+def test_a_slow_first_step_is_enough_for_the_estimate(monkeypatch):
+    from bdgf_core.diffusion import pretrain as pretrain_mod
+
+    monkeypatch.setattr(pretrain_mod, "ESTIMATE_SECONDS", 0.0)  # every step 'slow': told after the first
+    spe, sar = _scene()
+    seen = []
+    pretrain_ddpm(spe, sar, None, _config(steps=2, feature_channels=0), estimate=seen.append)
+    assert len(seen) == 1 and seen[0]["seconds"] == pytest.approx(2 * seen[0]["seconds_per_step"])

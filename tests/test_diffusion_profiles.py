@@ -3,6 +3,8 @@ has no seams, is cheaper, and a BDGF model refuses features of the other profile
 is SpectralDiff's denoiser with per-modality pooling; model files written before still compute
 exactly what they did."""
 import copy
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -263,13 +265,24 @@ def test_cli_records_profile_cost_and_refuses_the_other_profile(tmp_path):
     _, ev, _ = run("generate-scene", "--out-dir", tmp_path, "--size", "32", "--bands", "8", "--seed", "2")
     s = result(ev)
     outs = {}
-    for profile in ("fast", "paper"):
-        _, ev, _ = run("pretrain", "--spectral", s["spectral"], "--sar", s["sar"], "--profile", profile, "--steps", "2",
+    for profile in ("auto", "paper"):  # issue 17: the default, auto, is 'fast' on a CPU
+        _, ev, _ = run("pretrain", "--spectral", s["spectral"], "--sar", s["sar"], "--steps", "4",
+                       *(["--profile", profile] if profile != "auto" else []),
                        "--tile-size", "16", "--batch-size", "2", "--timesteps", "5", "--feature-channels", "8",
                        "--model", tmp_path / f"{profile}.bdgf", "--features", tmp_path / f"{profile}.tif")
-        outs[profile] = p = result(ev)
+        p = result(ev)
+        if profile == "auto":
+            profile = "fast"
+            assert {"event": "info", "message": "profile: fast (auto: the device is the CPU; paper can be asked "
+                    "for with --profile)"} in ev
+        outs[profile] = p
         assert p["profile"] == profile and p["parameters"] > 0 and p["feature_mflop_per_pixel"] > 0
         assert feature_tags_of(p["features"]) == {"profile": profile, "model_id": p["model_id"], "format": "2"}
+        # the estimate, measured on the first steps: a warning, in the run log and in the result
+        warn = [e["message"] for e in ev if e["event"] == "warning" and "estimated pretraining time" in e["message"]]
+        expected = r"estimated pretraining time: [0-9.]+ (s|min|h|days) \(4 steps at [0-9.e-]+ s/step on cpu\)"
+        assert len(warn) == 1 and re.fullmatch(expected, warn[0]), warn
+        assert p["estimated_seconds"] > 0 and "WARNING: " + warn[0] in Path(p["log"]).read_text()
         assert meta_of(p["model"])["cost"]["parameters"] == p["parameters"]
         feats = RasterSource(p["features"])
         assert feats.grid.same_as(RasterSource(s["spectral"]).grid) and feats.bands == 8  # the scene's grid

@@ -70,6 +70,38 @@ _SAMPLE_PIXELS = 200_000  # pixels used to fit the scaling statistics
 #: A checkpoint is written at least this often (seconds) during pretraining, whatever checkpoint_every.
 CHECKPOINT_SECONDS = 60.0
 
+#: The time of the whole pretraining is estimated after this many steps of the run, or after the
+#: first step that ends ESTIMATE_SECONDS after the start (a 'paper' step on a CPU takes minutes).
+ESTIMATE_STEPS = 3
+ESTIMATE_SECONDS = 10.0
+
+
+def format_duration(seconds: float) -> str:
+    """A duration for people: '45 s', '12 min', '3.4 h', '69 days'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} days"
+
+
+def estimate_pretraining(stamps: list[float], steps: int, device: str) -> dict:
+    """The pretraining's total time from the first measured steps of a run.
+
+    ``stamps``: seconds since the run started at the end of each step so far; ``steps``: the
+    steps of this run. The first step carries one-time costs (allocation, kernel choice), so
+    with two or more the rate comes from the later ones.
+    """
+    done = len(stamps)
+    rate = (stamps[-1] - stamps[0]) / (done - 1) if done >= 2 else stamps[0]
+    total = stamps[-1] + rate * (steps - done)
+    per_step = f"{rate:.3g}" if rate < 1000 else f"{rate:.0f}"  # no exponent: '1234 s/step'
+    return {"seconds": total, "seconds_per_step": rate, "steps": steps, "device": str(device),
+            "message": f"estimated pretraining time: {format_duration(total)} ({steps} steps at {per_step} s/step "
+                       f"on {device})"}
+
 
 @dataclass
 class DiffusionConfig:
@@ -603,7 +635,8 @@ def pretrain_ddpm(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray | Non
                   config: DiffusionConfig | None = None, device: str = "cpu",
                   progress: Progress | None = None, cancelled: Callable[[], bool] | None = None,
                   checkpoint: str | None = None, dist_ctx: DistContext | None = None,
-                  log: Callable[[str], None] | None = None) -> DiffusionModel:
+                  log: Callable[[str], None] | None = None,
+                  estimate: Callable[[dict], None] | None = None) -> DiffusionModel:
     """Pre-train the diffusion model on one scene; see the module docstring.
 
     spectral (Bs, H, W) and sar (Ba, H, W) are raw float32 on the same grid; valid (H, W) marks
@@ -620,6 +653,8 @@ def pretrain_ddpm(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray | Non
     the same global batch (see the module docstring). Rank 0 alone reads and writes the
     checkpoint and fits the projection: the other ranks return a model without projection, to be
     discarded. ``log`` (e.g. ``Reporter.warning``) is told when a step falls back to micro-batches.
+    ``estimate`` receives :func:`estimate_pretraining`'s dict once, after the first few steps of
+    the run (ESTIMATE_STEPS, or ESTIMATE_SECONDS): they are measured, not extra.
     """
     config = config or DiffusionConfig.from_profile("paper")
     config.validate()
@@ -674,6 +709,7 @@ def pretrain_ddpm(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray | Non
     started = time.perf_counter()
     first_step = step
     saved_at = started
+    stamps: list[float] | None = []  # end of each step of this run, seconds since started (for ``estimate``)
     C, n_sar, n_spe, tile = model.n_bands, model.n_sar, model.n_input_spectral, config.tile
     speckle_c = config.speckle_scale if config.speckle else None
     n_local = len(range(ctx.rank, config.batch, ctx.world))  # this rank's share of the global batch
@@ -744,6 +780,13 @@ def pretrain_ddpm(spectral: np.ndarray, sar: np.ndarray, valid: np.ndarray | Non
         scaler.step(opt)
         scaler.update()
         step += 1
+        if estimate is not None and stamps is not None:
+            if cuda:
+                torch.cuda.synchronize()  # the step's kernels are queued: time their end
+            stamps.append(time.perf_counter() - started)
+            if len(stamps) >= min(ESTIMATE_STEPS, config.steps - first_step) or stamps[-1] >= ESTIMATE_SECONDS:
+                estimate(estimate_pretraining(stamps, config.steps - first_step, str(device)))
+                stamps = None
         if ctx.enabled:  # the global batch's loss: the sum of the ranks' parts
             torch.distributed.all_reduce(loss)
         if progress is not None:
