@@ -210,17 +210,12 @@ class BdgfAlgorithm(QgsProcessingAlgorithm):
                                          "could not be opened.")
         return raster_layer_path(layer, f"{self._desc(pid)} ({pid})")
 
-    def vector_path(self, parameters, pid: str, context, feedback, field: Optional[str] = None) -> str:
-        """An OGR path for a vector parameter; memory layers and filtered layers are exported first."""
-        layer = self.parameterAsVectorLayer(parameters, pid, context)
-        if layer is None:
-            raise QgsProcessingException(f"{self._desc(pid)} ({pid}): no vector layer was given or it "
-                                         "could not be opened.")
-        if field and layer.fields().indexOf(field) < 0:
-            names = ", ".join(layer.fields().names())
+    def check_field(self, pid: str, fields, field: Optional[str]) -> None:
+        """Refuse a class field the layer of ``pid`` does not have, listing those it has."""
+        if field and fields.indexOf(field) < 0:
             raise QgsProcessingException(f"{self._desc(pid)} ({pid}) has no field '{field}'; its fields "
-                                         f"are: {names}. Choose the field holding the class codes.")
-        return vector_layer_path(layer, feedback)
+                                         f"are: {', '.join(fields.names())}. Choose the field holding the classes "
+                                         "(CLASS_FIELD).")
 
     def raster_paths(self, parameters, pid: str, context) -> List[str]:
         """The file paths of a multiple-raster parameter, in the order given."""
@@ -264,10 +259,7 @@ class BdgfAlgorithm(QgsProcessingAlgorithm):
         if source is None:
             raise QgsProcessingException(f"{self._desc(pid)} ({pid}): no vector layer was given or it could not "
                                          "be opened; give labelled polygons or points.")
-        if field and source.fields().indexOf(field) < 0:
-            names = ", ".join(source.fields().names())
-            raise QgsProcessingException(f"{self._desc(pid)} ({pid}) has no field '{field}'; its fields "
-                                         f"are: {names}. Choose the field holding the classes (CLASS_FIELD).")
+        self.check_field(pid, source.fields(), field)
         if source.featureCount() == 0:
             raise QgsProcessingException(f"{self._desc(pid)} ({pid}) has no features (with 'Selected features "
                                          "only', select some first).")
@@ -293,10 +285,7 @@ class BdgfAlgorithm(QgsProcessingAlgorithm):
         if not isinstance(layer, QgsVectorLayer):
             raise QgsProcessingException(f"{self._desc(pid)} ({pid}) is neither a vector layer nor a raster; give "
                                          "labelled polygons or a label raster.")
-        if field and layer.fields().indexOf(field) < 0:
-            names = ", ".join(layer.fields().names())
-            raise QgsProcessingException(f"{self._desc(pid)} ({pid}) has no field '{field}'; its fields "
-                                         f"are: {names}. Choose the field holding the class codes.")
+        self.check_field(pid, layer.fields(), field)
         return vector_layer_path(layer, feedback)
 
     def file_path(self, parameters, pid: str, context) -> Optional[str]:

@@ -55,44 +55,6 @@ ROWS = {
 FORESTS = ("random forest (per pixel)", "random forest (pixel + 3x3, 5x5 window means)")
 
 
-def reference_classes(size: int, seed: int) -> np.ndarray:
-    """The class code (1..7) of every pixel of ``generate_scene(size=size, seed=seed)``, either variant.
-
-    Repeats the generator's first random draws (bdgf_core/scene.py: the warped Voronoi regions
-    and their classes); :func:`check_reference` compares the result with the scene's polygons.
-    """
-    from bdgf_core.scene import CLASSES
-
-    rng = np.random.default_rng(seed)
-    h = w = size
-    n_regions = max(14, int(round(45 * (size / 200) ** 2)))
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    warp = size / 12
-    for grid_ in (yy, xx):
-        field = ndimage.gaussian_filter(rng.standard_normal((h, w)).astype(np.float32), size / 10)
-        grid_ += field / (np.abs(field).max() + 1e-9) * warp
-    seeds = rng.uniform(0, size, (n_regions, 2)).astype(np.float32)
-    d = (yy[None] - seeds[:, 0, None, None]) ** 2 + (xx[None] - seeds[:, 1, None, None]) ** 2
-    region = d.argmin(0).astype(np.int32)
-    n_cls = len(CLASSES)
-    region_class = np.concatenate([np.arange(n_cls), rng.integers(0, n_cls, n_regions - n_cls)])
-    region_class = rng.permutation(region_class) + 1
-    for c in range(1, n_cls + 1):
-        if (region_class == c).sum() < 2 and n_regions >= 2 * n_cls:
-            donors = [r for r in range(n_regions) if (region_class == region_class[r]).sum() > 2]
-            region_class[donors[0]] = c
-    return region_class[region]
-
-
-def check_reference(ref: np.ndarray, labels: np.ndarray) -> None:
-    """Stop unless the reference agrees with every labelled pixel of the scene's polygons."""
-    lab = labels > 0
-    bad = int((ref[lab] != labels[lab]).sum())
-    if bad or not lab.any():
-        raise SystemExit(f"the rebuilt reference disagrees with {bad} of {int(lab.sum())} labelled pixels: "
-                         "bdgf_core/scene.py changed; update reference_classes()")
-
-
 def edge_distance(ref: np.ndarray) -> np.ndarray:
     """Euclidean distance (px) from each pixel's centre to the nearest pixel of another class."""
     d = np.zeros(ref.shape, np.float64)
@@ -115,19 +77,16 @@ class Scene:
     """One embedded scene with its reference, features and normalisation, read once."""
 
     def __init__(self, work: Path, variant: str, size: int) -> None:
-        from bdgf_core.groundtruth import load_ground_truth
         from bdgf_core.raster import RasterSource
         from bdgf_core.scene import generate_scene
 
         self.dir = work / f"{variant}_{size}"
         self.dir.mkdir(parents=True, exist_ok=True)
         s, a, g = self.dir / "spectral.tif", self.dir / "sar.tif", self.dir / "groundtruth.gpkg"
-        if not g.exists():
+        if not (self.dir / "reference.tif").exists():  # the generator's own every-pixel truth
             generate_scene(self.dir, size=size, variant=variant, seed=0)
         self.paths = (s, a, g)
-        spec = RasterSource(s)
-        self.ref = reference_classes(size, 0)
-        check_reference(self.ref, load_ground_truth(g, spec.grid).labels)
+        self.ref = RasterSource(self.dir / "reference.tif").read()[0].astype(np.int32)
         self.dist = edge_distance(self.ref)
         f = self.dir / "features_fast.tif"
         if not f.exists():
