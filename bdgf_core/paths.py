@@ -25,23 +25,31 @@ OUTPUT_OPTIONS: Dict[str, Tuple[str, ...]] = {
 #: options that may name an input file, by their argparse dest
 INPUT_OPTIONS = ("spectral", "sar", "features", "groundtruth", "test_groundtruth", "map", "model",
                  "diffusion_model", "hs", "train", "test")
+RASTER_SUFFIXES = (".tif", ".tiff")  # what the commands write rasters as
+OWN_SUFFIXES = (".bdgf", ".html", ".htm", ".json", ".csv")  # files of ours: no GIS side files belong to them
 SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".qml", ".qmd")
 
 
 def written_beside(output: str) -> List[Path]:
-    """The output and the files a run writes beside it."""
+    """The output and the files a run writes beside it: the run log; for a raster, GDAL's .aux.xml and
+    the .qml style; for an HTML report, its .json twin."""
     p = Path(output)
-    files = [p, p.with_name(p.name + ".aux.xml"), p.with_suffix(".qml"), p.with_name(p.name + ".log")]
+    files = [p, p.with_name(p.name + ".log")]
+    if p.suffix.lower() in RASTER_SUFFIXES:
+        files += [p.with_name(p.name + ".aux.xml"), p.with_suffix(".qml")]
     if p.suffix.lower() in (".html", ".htm"):
         files.append(p.with_suffix(".json"))
     return files
 
 
 def belonging_to(input_path: str) -> List[Path]:
-    """The input and the files that belong to it (and must survive a run untouched)."""
+    """The input and the files that belong to it (and must survive a run untouched): for geodata, its
+    .aux.xml, .ovr, .msk and .qml style; for a shapefile, every file of its stem."""
     p = Path(input_path)
-    files = [p, p.with_name(p.name + ".aux.xml"), p.with_name(p.name + ".ovr"), p.with_name(p.name + ".msk"),
-             p.with_suffix(".qml")]
+    files = [p]
+    if p.suffix.lower() not in OWN_SUFFIXES:
+        files += [p.with_name(p.name + ".aux.xml"), p.with_name(p.name + ".ovr"), p.with_name(p.name + ".msk"),
+                  p.with_suffix(".qml")]
     if p.suffix.lower() == ".shp":
         files += [p.with_suffix(ext) for ext in SHAPEFILE_PARTS]
     return files

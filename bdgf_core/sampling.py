@@ -116,7 +116,8 @@ ALL_CLASSES = 0  # the stream code of draws made for every class at once (the bl
 def _stream(seed: int, side: int, code: int) -> np.random.Generator:
     """The random stream of one side (TRAIN, VALIDATION, TEST) of one class: the draws of one side never
     shift another's, so the test pixels do not depend on the validation share or the samples per class."""
-    return np.random.default_rng([seed, side, code])
+    # seed entropy must be non-negative: a class coded -5 (label rasters keep negative codes) becomes 2^32 - 5
+    return np.random.default_rng([seed, side, int(code) % 2**32])
 
 
 def _block_sides(ids: np.ndarray, test_share: float, validation_share: float, seed: int) -> dict[int, int]:

@@ -68,7 +68,7 @@ class ClassifyAlgorithm(BdgfAlgorithm):
                      "model's map)"], defaultValue=0, optional=True),
                  "0 = exact (default): every pixel through the trained network. 1 = bfloat16 arithmetic on the CPU "
                  "too. 2 = a small convolutional student distilled from the model on this scene's pixels, saved "
-                 "beside the model as <model>.student.bdgf and reused; the log gives its agreement with the model "
+                 "beside the model (MODEL.student.bdgf for a model MODEL.bdgf) and reused; the log gives its agreement with the model "
                  "on held-out pixels: check it before relying on the map. The student needs FEATURES as a raster. "
                  "From qgis_process pass the number.", advanced=True)
         self.add_device()

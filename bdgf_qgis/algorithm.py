@@ -350,18 +350,23 @@ class BdgfAlgorithm(QgsProcessingAlgorithm):
 
 
 def written_beside(output: str) -> List[str]:
-    """The output and what a run writes beside it: GDAL's .aux.xml, the .qml style, the run log, a report's .json."""
-    stem = os.path.splitext(output)[0]
-    files = [output, output + ".aux.xml", stem + ".qml", output + ".log"]
-    return files + ([stem + ".json"] if output.lower().endswith((".html", ".htm")) else [])
+    """The output and what a run writes beside it: the run log; for a raster, GDAL's .aux.xml and the .qml
+    style; for an HTML report, its .json."""
+    stem, ext = os.path.splitext(output)
+    files = [output, output + ".log"]
+    if ext.lower() in (".tif", ".tiff"):
+        files += [output + ".aux.xml", stem + ".qml"]
+    return files + ([stem + ".json"] if ext.lower() in (".html", ".htm") else [])
 
 
 def belonging_to(path: str) -> List[str]:
-    """An input and the files that go with it, which a run must leave untouched."""
-    stem = os.path.splitext(path)[0]
-    files = [path, path + ".aux.xml", path + ".ovr", path + ".msk", stem + ".qml"]
-    if path.lower().endswith(".shp"):
-        files += [stem + ext for ext in (".shx", ".dbf", ".prj", ".cpg", ".qix", ".qmd")]
+    """An input and the files that go with it, which a run must leave untouched (a model file has none)."""
+    stem, ext = os.path.splitext(path)
+    files = [path]
+    if ext.lower() not in (".bdgf", ".html", ".htm", ".json", ".csv"):
+        files += [path + ".aux.xml", path + ".ovr", path + ".msk", stem + ".qml"]
+    if ext.lower() == ".shp":
+        files += [stem + e for e in (".shx", ".dbf", ".prj", ".cpg", ".qix", ".qmd")]
     return files
 
 

@@ -7,13 +7,14 @@ import torch
 
 
 def random_bdgf_file(path, spectral: int, sar: int, features: int, classes: int = 4, patch: int = 3,
-                     spectral_stats: tuple[float, float] = (0.0, 1.0), sar_stats: tuple[float, float] = (0.0, 1.0)):
+                     spectral_stats: tuple[float, float] = (0.0, 1.0), sar_stats: tuple[float, float] = (0.0, 1.0),
+                     seed: int = 0):
     """Write a seeded random BDGF model file; the stats (mean, std) are its input normalisation."""
     from bdgf_core.groundtruth import ClassInfo
     from bdgf_core.modelfile import save_model
     from bdgf_core.network.bdgf import BDGFConfig, BDGFNet
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     net = BDGFNet(spectral, sar, features, classes,
                   BDGFConfig(patch=patch, embed=8, tokens=2, d_state=4, expand=1)).eval()
     cls = [ClassInfo(i + 1, f"class {i + 1}", "#3366aa").to_json() for i in range(classes)]

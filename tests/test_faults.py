@@ -517,11 +517,25 @@ def _wait_for(log: Path, text: str, p: multiprocessing.Process, timeout: float =
     pytest.fail(f"no {text!r} in time")
 
 
-def _second_is_refused(first_argv: list, second_argv: list, folder: Path, wait_text: str) -> tuple[str, dict]:
+def _second_is_refused(first_argv: list, second_argv: list, folder: Path, wait_text: str = "",
+                       lock: Path | None = None) -> tuple[str, dict]:
+    """The second run, started while the first holds its lock (``lock`` exists, or ``wait_text`` was logged)."""
     a = forked(first_argv, folder / "a.log")
-    _wait_for(folder / "a.log", wait_text, a)
-    b = forked(second_argv, folder / "b.log")
-    b.join(120)
+    if lock is not None:
+        deadline = time.monotonic() + 120
+        while not lock.exists() and a.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert lock.exists(), (folder / "a.log").read_text()[-2000:]
+    else:
+        _wait_for(folder / "a.log", wait_text, a)
+    # the first run is held (SIGSTOP) while the second tries: a fast first run (a forest's map takes
+    # 0.1 s on a quiet machine) would otherwise be done before the second starts
+    os.kill(a.pid, signal.SIGSTOP)
+    try:
+        b = forked(second_argv, folder / "b.log")
+        b.join(120)
+    finally:
+        os.kill(a.pid, signal.SIGCONT)
     a.join(300)
     errors = [json.loads(x)["message"] for x in (folder / "b.log").read_text().splitlines()
               if x.startswith('{"event": "error"')]
@@ -573,7 +587,7 @@ def test_two_runs_writing_the_same_map_the_second_is_refused(ref, tmp_path):
     f.mkdir()
     t0 = time.monotonic()
     argv = classify_args(ref, ref["out"] / "rf.bdgf", f)
-    message, _ = _second_is_refused(argv, argv, tmp_path, '{"event": "progress"')
+    message, _ = _second_is_refused(argv, argv, tmp_path, lock=f / ".map.tif.bdgf-lock")
     ok = all(same_raster(f / n, ref["out"] / n) for n in ("map.tif", "conf.tif", "ent.tif")) and leftovers(f) == []
     record("two runs at once", "same map (classify)", 1, int(ok), 0, time.monotonic() - t0, message)
     assert "another run" in message and str(f) in message

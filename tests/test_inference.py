@@ -205,7 +205,12 @@ def test_shared_first_layers_equal_the_per_patch_layers(patch):
     found = {name for name, _ in plan.names}
     # the raw-input layers of the three branches; nothing deeper
     assert {"cnn.w1_3d", "cnn.w1_2d", "cnn.w2_2d", "cnn.w3_2d", "cnn.w4_2d", "trans.tok_spec.conv.0",
-            "trans.tok_sar.conv.0", "mamba.ca_dif.q", "mamba.ca_dif.k", "mamba.ca_dif.v"} <= found
+            "trans.tok_sar.conv.0"} <= found
+    ca_dif = {"mamba.ca_dif.q", "mamba.ca_dif.k", "mamba.ca_dif.v"}
+    if pred.net.config.mamba_dif_pass:  # eq. 24: f_CA^dif reads f_m^dif, a Mamba pass of each patch
+        assert not ca_dif & found
+    else:  # model files of version 1: f_CA^dif reads the raw diffusion features
+        assert ca_dif <= found
     assert not any(n.startswith(("cnn.w2_3d", "cnn.w5", "cnn.w6", "mamba.ca_spec", "mamba.w11")) for n in found)
     rng = np.random.default_rng(2)
     chans = {"spec": 6, "sar": 2, "dif": 3}

@@ -211,7 +211,9 @@ def test_two_processes_pretrain_the_model_of_one(scene):
     events = [json.loads(x) for x in p2.stdout.splitlines() if x.startswith("{")]
     results = [e for e in events if e["event"] == "result"]
     assert len(results) == 1 and results[0]["outputs"]["processes"] == 2  # rank 0 alone reports
-    assert not [e for e in events if e["event"] in ("error", "warning")]
+    # the one warning expected: the measured estimate of the pretraining time (issue 17)
+    assert not [e for e in events if e["event"] == "error" or e["event"] == "warning"
+                and not e["message"].startswith("estimated pretraining time")]
     assert "Grad strides" not in p2.stderr  # the DDP layout hint is silenced (pretrain.py)
     # rank 0 alone wrote: what one process writes (the model, the features and, where the runtime
     # keeps one, its run log), no checkpoint or partial file left
