@@ -24,7 +24,7 @@ get() { "$PY" -c 'import json,sys; print(json.load(sys.stdin)["results"][sys.arg
 # whole_map NAME MAP MODEL: OA over every pixel of the scene's reference map (less the model's training pixels),
 # and apart on boundary pixels (within 2 px of another class) and interior pixels
 whole_map() {
-  run bdgf:assess MAP="$2" GROUND_TRUTH="$R" MODEL="$3" REPORT="$OUT/${1}_wholemap.html" \
+  run bdgf:assess MAP="$2" LABEL_RASTER="$R" MODEL="$3" REPORT="$OUT/${1}_wholemap.html" \
       JSON="$OUT/${1}_wholemap.json" > /dev/null
   "$PY" - "$OUT/${1}_wholemap.json" <<'EOF'
 import json, sys
