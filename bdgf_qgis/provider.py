@@ -71,6 +71,9 @@ class BdgfProvider(QgsProcessingProvider):
         return True
 
     def unload(self) -> None:
+        from . import styles
+
+        styles.forget_pending()  # post-processors of outputs never loaded: released before QGIS goes
         try:
             from processing.core.ProcessingConfig import ProcessingConfig
 

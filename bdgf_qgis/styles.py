@@ -123,6 +123,12 @@ class GroundTruthStyle(_Style):
         return QgsMarkerSymbol.createSimple({"color": name, "outline_color": "black", "size": "2"})
 
 
+def forget_pending() -> None:
+    """Release the styles of outputs that were never loaded (processing.run, qgis_process): the provider
+    does it on unload, so no Python wrapper of a QGIS object outlives QGIS."""
+    _ALIVE.clear()
+
+
 def style_on_load(context: QgsProcessingContext, path: Optional[str], style: _Style) -> bool:
     """Give ``style`` to the output ``path`` if Processing loads it into the project."""
     if not path or not context.willLoadLayerOnCompletion(path):
