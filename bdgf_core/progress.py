@@ -162,6 +162,11 @@ class Reporter:
                 # one): a second exception would cut short the clean-up of the first
                 return
             self.root.cancel_requested = True
+            if signum == signal.SIGTERM:
+                # Further SIGTERMs (the parent-death signal and the lifeline both send one) are ignored
+                # from now on: at exit Python puts a handler back to the default action, and a late
+                # SIGTERM then killed the cancelled run (status -15 instead of 130).
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
             raise Cancelled()
 
         signal.signal(signal.SIGTERM, handler)
