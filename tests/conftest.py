@@ -1,6 +1,7 @@
 """Shared fixtures: a small generated scene, and paths to the real data in ../shared (if present)."""
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -13,6 +14,20 @@ DATA = SHARED / "data"
 sys.path.insert(0, str(ROOT))
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _collect_garbage_before_qgis_exits(request):
+    """Free the GDAL datasets that reference cycles still hold before pytest-qgis calls exitQgis().
+
+    exitQgis() tears GDAL down; a dataset closed after it (when the interpreter finally collects a
+    cycle holding a RasterSource) crashed the process at exit ("double free or corruption",
+    exit 134 or 139) after every test had passed.
+    """
+    if request.config.pluginmanager.has_plugin("pytest_qgis"):
+        request.getfixturevalue("qgis_app")  # so that this fixture's teardown runs before its exitQgis()
+    yield
+    gc.collect()
 
 
 def shared_data(*parts: str) -> Path:
