@@ -69,6 +69,9 @@ def add_deep_commands(sub, common, training_args) -> None:
     t.add_argument("--mix-share", type=_mix_share, default=None,
                    help="share of training patches mixed with another class beyond a random line, 0 to 1 "
                         "(default 0; 1 mixes every patch)")
+    t.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=None,
+                   help="edge-aware patches: neighbours unlike the centre pixel take its values (default: on; "
+                        "--no-adaptive is the paper's patch)")
     from .cli import COMMANDS
 
     COMMANDS["pretrain"] = cmd_pretrain
@@ -254,7 +257,8 @@ def cmd_train(args, rep) -> dict:
                              guide_transformer=not args.no_guide_transformer, guide_mamba=not args.no_guide_mamba,
                              mutual=not args.no_mutual,
                              **{k: v for k, v in {"centre": args.centre, "flips": args.flips,
-                                                  "mix_share": args.mix_share}.items() if v is not None})
+                                                  "mix_share": args.mix_share,
+                                                  "adaptive": args.adaptive}.items() if v is not None})
         except ValueError as exc:
             raise BdgfError(f"{exc}; keep at least one branch on") from None
         data = prepare_training(args.spectral, args.sar, args.groundtruth, args.class_field, args.samples_per_class,

@@ -20,6 +20,7 @@ from .augment import augment_batch
 from .distributed import (SINGLE, DistContext, all_ranks_agree, broadcast_object, check_batch, loss_scale, rank_slice,
                           sync_batchnorm)
 from .errors import BdgfError, Cancelled
+from .network.adaptive import calibrate
 from .network.bdgf import BDGFConfig, BDGFNet
 from .oom import OomRetry, for_each_batch
 from .patchconv import SharedFirstLayers, patches, tile_shape
@@ -228,6 +229,8 @@ def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarra
     gen = np.random.default_rng(cfg.seed)  # batch order
     net = BDGFNet(spectral.shape[0], sar.shape[0], 0 if features is None else features.shape[0], n_classes,
                   cfg).to(dev)
+    if net.edge is not None:  # edge-aware patches: the same-class distances of this image (network/adaptive.py)
+        net.edge.set_tau(calibrate([spectral, sar], tr_rows, tr_cols))
     ddp = None
     if ctx.enabled:
         net = sync_batchnorm(net, device)

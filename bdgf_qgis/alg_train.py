@@ -85,6 +85,12 @@ class TrainAlgorithm(BdgfAlgorithm):
                  "Not in the paper: this share of training patches get the far side of a random line from a patch "
                  "of another class, the label staying the centre's, so the network sees edges. 0 to 1; default 0.",
                  advanced=True)
+        self.add(QgsProcessingParameterBoolean("ADAPTIVE", "Edge-aware patches (class edges)", True, optional=True),
+                 "Not in the paper: in each patch, neighbours that look unlike the centre pixel (further from it "
+                 "than 19 in 20 of a training pixel's direct neighbours are, in spectrum or SAR) take the centre's "
+                 "values, so a pixel next to a class edge is not decided by the other class. On by default "
+                 "(docs/bench/edges.md: the whole map and its edges more accurate on both demo scenes); off is the "
+                 "paper's patch.", advanced=True)
         self.add(QgsProcessingParameterFileDestination(self.MODEL, "Model file", MODEL_FILTER),
                  "The .bdgf model file to write (input of 'Classify raster' and 'Assess accuracy').")
         self.add(QgsProcessingParameterFileDestination(self.REPORT, "Training report", REPORT_FILTER,
@@ -126,6 +132,8 @@ class TrainAlgorithm(BdgfAlgorithm):
             args.append("--centre")
         if parameters.get("FLIPS") not in (None, "") and self.parameterAsBool(parameters, "FLIPS", context):
             args.append("--flips")
+        if parameters.get("ADAPTIVE") not in (None, ""):
+            args.append("--adaptive" if self.parameterAsBool(parameters, "ADAPTIVE", context) else "--no-adaptive")
         mix = self.parameterAsDouble(parameters, "MIX_SHARE", context) if parameters.get("MIX_SHARE") else 0.0
         if mix > 0:
             args += ["--mix-share", repr(mix)]

@@ -37,22 +37,28 @@ from bench_common import cli, cpu_model  # noqa: E402
 
 #: row name -> BDGFConfig overrides (patch size included); "paper" is the network as the paper has it
 ROWS = {
-    "paper": dict(centre=False, flips=False, mix_share=0.0),
-    "centre": dict(centre=True, flips=False, mix_share=0.0),
-    "flips": dict(centre=False, flips=True, mix_share=0.0),
-    "mix": dict(centre=False, flips=False, mix_share=0.5),
-    "centre+flips": dict(centre=True, flips=True, mix_share=0.0),
-    "centre+mix": dict(centre=True, flips=False, mix_share=0.5),
-    "centre+flips+mix": dict(centre=True, flips=True, mix_share=0.5),
-    "flips+mix": dict(centre=False, flips=True, mix_share=0.5),
-    "p5": dict(centre=False, flips=False, mix_share=0.0, patch=5),
-    "centre+flips+mix+p5": dict(centre=True, flips=True, mix_share=0.5, patch=5),
-    "centre+flips+mix0.25": dict(centre=True, flips=True, mix_share=0.25),
-    "centre+flips+mix1": dict(centre=True, flips=True, mix_share=1.0),
-    "centre+flips+mix+ce": dict(centre=True, flips=True, mix_share=0.5, centre_ce=1.0),
+    "paper": dict(centre=False, flips=False, mix_share=0.0, adaptive=False),
+    "centre": dict(centre=True, flips=False, mix_share=0.0, adaptive=False),
+    "flips": dict(centre=False, flips=True, mix_share=0.0, adaptive=False),
+    "mix": dict(centre=False, flips=False, mix_share=0.5, adaptive=False),
+    "centre+flips": dict(centre=True, flips=True, mix_share=0.0, adaptive=False),
+    "centre+mix": dict(centre=True, flips=False, mix_share=0.5, adaptive=False),
+    "centre+flips+mix": dict(centre=True, flips=True, mix_share=0.5, adaptive=False),
+    "flips+mix": dict(centre=False, flips=True, mix_share=0.5, adaptive=False),
+    "p5": dict(centre=False, flips=False, mix_share=0.0, patch=5, adaptive=False),
+    "centre+flips+mix+p5": dict(centre=True, flips=True, mix_share=0.5, patch=5, adaptive=False),
+    "centre+flips+mix0.25": dict(centre=True, flips=True, mix_share=0.25, adaptive=False),
+    "centre+flips+mix1": dict(centre=True, flips=True, mix_share=1.0, adaptive=False),
+    "centre+flips+mix+ce": dict(centre=True, flips=True, mix_share=0.5, centre_ce=1.0, adaptive=False),
+    "adaptive": dict(centre=False, flips=False, mix_share=0.0, adaptive=True),
+    "adaptive+centre": dict(centre=True, flips=False, mix_share=0.0, adaptive=True),
+    "adaptive+centre+flips+mix1": dict(centre=True, flips=True, mix_share=1.0, adaptive=True),
     "defaults": dict(),
 }
 FORESTS = ("random forest (per pixel)", "random forest (pixel + 3x3, 5x5 window means)")
+#: bench_maps.py's other baselines, on the same pixels (cached apart: they came later)
+MORE = {"random forest, 9 x 9 means": "random forest (9 x 9 window means)",
+        "RBF SVM, per pixel (standardised)": "RBF SVM (per pixel, standardised, C by 3-fold CV)"}
 
 
 def edge_distance(ref: np.ndarray) -> np.ndarray:
@@ -164,6 +170,18 @@ def forest_rows(scene: Scene, seed: int) -> dict[str, dict]:
     return out
 
 
+def more_rows(scene: Scene, seed: int) -> dict[str, dict]:
+    from bench_maps import baseline_maps
+
+    spectral, sar, train, val, codes = scene.split(seed)
+    w = spectral.shape[2]
+    flat = np.concatenate([train[0] * w + train[1], val[0] * w + val[1]])
+    t0 = time.perf_counter()
+    maps = baseline_maps(spectral, sar, np.concatenate([train[2], val[2]]), flat, seed)
+    s = round(time.perf_counter() - t0, 1)
+    return {row: {**scores(codes[maps[name]], scene.ref, scene.dist), "train_s": s} for name, row in MORE.items()}
+
+
 def cached(folder: Path, key: str, fn, only_cached: bool = False):
     """fn()'s result, kept in a file of its own per key (parallel runs of the benchmark do not collide);
     None when ``only_cached`` and it was never computed."""
@@ -200,9 +218,13 @@ def run_scene(args, work: Path, variant: str, size: int) -> str:
     scene = Scene(work, variant, size)
     store = scene.dir / "results"
     only = args.cached_only
-    results: dict[str, list[dict]] = {k: [] for k in [*([] if args.no_forests else FORESTS), *args.rows]}
+    results: dict[str, list[dict]] = {k: [] for k in [*([] if args.no_forests else [*FORESTS, *MORE.values()]),
+                                                      *args.rows]}
     for seed in args.seeds:
         forests = {} if args.no_forests else cached(store, f"forests/{seed}", lambda: forest_rows(scene, seed), only)
+        if not args.no_forests:
+            forests = {**(forests or {}), **(cached(store, f"baselines/{seed}", lambda: more_rows(scene, seed), only)
+                                             or {})}
         for name, r in (forests or {}).items():
             results[name].append(r)
             print(f"{variant} {size} seed {seed} {name}: OA {r['oa']:.2f}, boundary {r['boundary']:.2f}", flush=True)

@@ -132,12 +132,14 @@ def test_failure_mid_run_leaves_no_file(scene):
 # --------------------------------------------------------------------------------------------
 # The BDGF predictor: streamed map = whole-image prediction of the plain network, any block and batch
 
-def _random_bdgf(spectral=6, sar=2, features=3, patch=5, classes=3, seed=0):
+def _random_bdgf(spectral=6, sar=2, features=3, patch=5, classes=3, seed=0, adaptive=False):
+    """A random BDGF predictor; without edge-aware patches by default, whose pulled patches no layer can share."""
     from bdgf_core.bdgf_model import BDGFPredictor
     from bdgf_core.network.bdgf import BDGFConfig, BDGFNet
 
     torch.manual_seed(seed)
-    net = BDGFNet(spectral, sar, features, classes, BDGFConfig(patch=patch, embed=16, tokens=2)).eval()
+    net = BDGFNet(spectral, sar, features, classes,
+                  BDGFConfig(patch=patch, embed=16, tokens=2, adaptive=adaptive)).eval()
     with torch.no_grad():  # BatchNorm statistics away from identity, so that they matter
         for m in net.modules():
             if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .adaptive import EdgeAwarePatch
 from .cnn import CNNBranch
 from .mamba import MambaBranch
 from .mutual import MutualLearning
@@ -19,7 +20,7 @@ BRANCHES = ("cnn", "trans", "mamba")
 #: What a config written before a field existed meant (model files, checkpoints): the old network and
 #: training. A file without a key gets these, not today's defaults (issue 15's fidelity and edge switches).
 LEGACY: dict[str, Any] = {"mamba_dif_pass": False, "temperature_floor": 0.0, "branch_ce_weight": 0.0,
-                          "centre": False, "centre_ce": 0.0, "flips": False, "mix_share": 0.0}
+                          "centre": False, "centre_ce": 0.0, "flips": False, "mix_share": 0.0, "adaptive": False}
 
 
 @dataclass
@@ -34,7 +35,8 @@ class BDGFConfig:
     centre pixel's own spectral + SAR (+ diffusion) vector through a small MLP into the fused head;
     ``flips`` trains on randomly flipped / rotated patches; ``mix_share`` is the share of training
     patches whose far side of a random line is taken from a patch of another class
-    (bdgf_core/augment.py).
+    (bdgf_core/augment.py). ``adaptive`` pulls the neighbours unlike the centre pixel to the centre's
+    values before the branches see the patch (network/adaptive.py).
     """
 
     patch: int = 9  # paper: patch size 9 (any odd size >= 1 works, 1 = pixel only)
@@ -60,12 +62,14 @@ class BDGFConfig:
     epochs: int = 100
     batch_size: int = 64
     seed: int = 0
-    # edge switches (issue 15): off by default, the hard scene lost whole-map OA with them on
-    # (docs/bench/edges.md); LEGACY gives old files the same values
+    # edge switches (issue 15, docs/bench/edges.md): centre, flips and mixed patches off by default (the
+    # hard scene lost whole-map OA with them on); edge-aware patches on, they won on both scenes.
+    # LEGACY gives model files written before a switch the network they were trained with.
     centre: bool = False
     flips: bool = False
     mix_share: float = 0.0
     centre_ce: float = 0.0  # weight of a CE on a head of f_centre alone (0: f_centre feeds the fused head only)
+    adaptive: bool = True  # edge-aware patches (network/adaptive.py)
 
     def __post_init__(self) -> None:
         if self.patch < 1 or self.patch % 2 == 0:
@@ -169,11 +173,14 @@ class BDGFNet(nn.Module):
         centre_in = spectral_bands + sar_bands + (feature_channels if cfg.needs_features else 0)
         self.centre = CentrePixel(centre_in, e) if cfg.centre else None
         self.centre_head = nn.Linear(e, n_classes) if cfg.centre and cfg.centre_ce > 0 else None
+        self.edge = EdgeAwarePatch() if cfg.adaptive else None  # tau set by training (adaptive.calibrate)
         fused_in = e * (len(cfg.branches) + (1 if cfg.centre else 0))
         self.fused_head = nn.Linear(fused_in, n_classes)  # eq. 29: z_total = FC(f_trans, f_cnn, f_mamba[, f_centre])
         self.mutual = MutualLearning(cfg.branches, cfg.mutual, cfg.branch_ce_weight, cfg.temperature_floor)
 
     def forward(self, spec: Tensor, sar: Tensor, dif: Optional[Tensor] = None) -> BDGFOutput:
+        if self.edge is not None:  # edge-aware patches: the branches and f_centre see the pulled patches
+            spec, sar, dif = self.edge(spec, sar, dif)
         feats: dict[str, Tensor] = {}
         cnn_map = None
         if self.cnn is not None:

@@ -136,11 +136,15 @@ def test_pretrain_and_train_switches(bdgf_provider, fake_runtime, tiny_scene, tm
     assert float(a["--validation-share"]) == pytest.approx(0.1)
     assert a["--val-cap"] == "200"  # the capped validation subset of the runtime, by default
     assert not {"--centre", "--flips", "--mix-share"} & set(a)  # the edge switches are off by default
+    assert "--no-adaptive" not in call["args"]  # edge-aware patches: unset, the runtime's default (on)
+    from qgis.core import QgsApplication
+    assert QgsApplication.processingRegistry().algorithmById("bdgf:train").parameterDefinition(
+        "ADAPTIVE").defaultValue() is True  # the dialog's default: on
     run("train", {"SPECTRAL": tiny_scene["spectral"], "SAR": tiny_scene["sar"], "FEATURES": tiny_scene["spectral"],
                   "GROUND_TRUTH": tiny_scene["groundtruth"], "CENTRE": True, "FLIPS": True, "MIX_SHARE": 1.0,
-                  "MODEL": str(tmp_path / "edges.bdgf")})
+                  "ADAPTIVE": False, "MODEL": str(tmp_path / "edges.bdgf")})
     a = argmap(fake_runtime()[-1]["args"])
-    assert {"--centre", "--flips"} <= set(fake_runtime()[-1]["args"]) and float(a["--mix-share"]) == 1.0
+    assert {"--centre", "--flips", "--no-adaptive"} <= set(fake_runtime()[-1]["args"]) and float(a["--mix-share"]) == 1.0
     assert res["MODEL"] == str(tmp_path / "bdgf.bdgf")
 
 
