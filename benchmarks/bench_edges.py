@@ -220,6 +220,7 @@ def run_scene(args, work: Path, variant: str, size: int) -> str:
     only = args.cached_only
     results: dict[str, list[dict]] = {k: [] for k in [*([] if args.no_forests else [*FORESTS, *MORE.values()]),
                                                       *args.rows]}
+    by_seed: dict[str, dict[int, dict]] = {}
     for seed in args.seeds:
         forests = {} if args.no_forests else cached(store, f"forests/{seed}", lambda: forest_rows(scene, seed), only)
         if not args.no_forests:
@@ -233,11 +234,27 @@ def run_scene(args, work: Path, variant: str, size: int) -> str:
             if r is None:
                 continue
             results[row].append(r)
+            by_seed.setdefault(row, {})[seed] = r
             print(f"{variant} {size} seed {seed} {row}: OA {r['oa']:.2f}, boundary {r['boundary']:.2f}, interior "
                   f"{r['interior']:.2f} (train {r['train_s']} s, map {r['map_s']} s)", flush=True)
     n_b = int((scene.dist <= 2).sum())
     return (f"## `--variant {variant}`, {size} x {size} ({n_b} boundary pixels of {scene.ref.size})\n\n"
-            f"{table(results)}")
+            f"{table(results)}{paired(by_seed)}")
+
+
+def paired(by_seed: dict[str, dict[int, dict]], base: str = "paper") -> str:
+    """Each row against ``base`` on the seeds both have: mean ± std of the per-seed differences (pp)."""
+    lines = []
+    for row, runs in by_seed.items():
+        common = sorted(set(runs) & set(by_seed.get(base, {}))) if row != base else []
+        if len(common) < 2:
+            continue
+        d = {k: np.array([runs[s][k] - by_seed[base][s][k] for s in common]) for k in ("oa", "boundary", "interior")}
+        lines.append(f"- `{row}` minus `{base}`, paired over seeds {', '.join(map(str, common))}: whole map "
+                     f"{d['oa'].mean():+.2f} ± {d['oa'].std(ddof=1):.2f} pp (worst seed {d['oa'].min():+.2f}), "
+                     f"boundary {d['boundary'].mean():+.2f} ± {d['boundary'].std(ddof=1):.2f} pp, interior "
+                     f"{d['interior'].mean():+.2f} ± {d['interior'].std(ddof=1):.2f} pp")
+    return ("\n\n" + "\n".join(lines)) if lines else ""
 
 
 def main() -> None:
@@ -270,10 +287,12 @@ def main() -> None:
             f"{torch.__version__}, Python {platform.python_version()}; {time.perf_counter() - t_start:.0f} s "
             f"(cached rows are reused). Mean ± std over seeds; {args.epochs} epochs, patch 9 unless the row says, "
             "fast diffusion features; every pixel of the map scored against the generator's reference.\n\n"
-            "Rows: `paper` is the paper's network (the three edge switches off); `centre` the centre-pixel "
-            "feature in the fused head; `flips` flips and rotations; `mix` mixed patches (share 0.5 unless the "
-            "row says); `+` combines them; `defaults` is what `train` does without edge flags. Forests: "
-            "200 trees on the training + validation pixels of the same split.\n\n"
+            "Rows: `paper` is the paper's network (every edge switch off); `adaptive` edge-aware patches "
+            "(train's default); `centre` the centre-pixel feature in the fused head; `flips` flips and "
+            "rotations; `mix` mixed patches (share 0.5 unless the row says); `+` combines them; `defaults` is "
+            "what `train` does without edge flags. Baselines, fitted on the training + validation pixels of "
+            "the same split: forests of 200 trees on the pixel, on the pixel with its 3 x 3 and 5 x 5 window "
+            "means, on 9 x 9 window means, and an RBF SVM on standardised pixels (bench_maps.py's).\n\n"
             + "\n\n".join(sections) + "\n")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
