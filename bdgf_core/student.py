@@ -25,9 +25,14 @@ from .modelfile import load_model, read_meta, save_model
 from .network.student import StudentNet
 from .normalise import apply
 
-#: Pixels the teacher labels for the student (windows of WINDOW x WINDOW); a fifth are held out.
+#: Pixels the teacher labels for the student (windows of WINDOW x WINDOW); a fifth are held out. Many small
+#: windows rather than a few large ones: 16 windows of 32 x 32 left 19 of the 64 blocks of 20 x 20 pixels of
+#: a 160 x 160 scene unlabelled and missed whole small classes (the student then never predicted them);
+#: 256 of 8 x 8 reach every block (docs/bench/student.md).
 SAMPLES = 16384
-WINDOW = 32
+WINDOW = 8
+#: Pixels per student training step (4 windows of 32 x 32).
+STEP_PIXELS = 4096
 STEPS = 400
 #: Output pixels per side of the tiles a block is predicted in (bounds the activations' memory).
 TILE = 128
@@ -126,7 +131,7 @@ def read_window(inputs, r0: int, c0: int, size: int, halo: int) -> list[np.ndarr
     return [np.pad(src.read(a, b, ca, cb), pad, mode=mode) for src in inputs.sources()]
 
 
-def distil(teacher, inputs, samples: int = SAMPLES, steps: int = STEPS, seed: int = 0, width: int = 64,
+def distil(teacher, inputs, samples: int = SAMPLES, steps: int = STEPS, seed: int = 0, width: int = 64, window: int = WINDOW,
            log: Callable[[str], None] = lambda m: None, progress: Callable[[float], None] = lambda f: None,
            cancelled: Callable[[], bool] = lambda: False) -> tuple[StudentNet, dict]:
     """Fit a :class:`StudentNet` to ``teacher`` (a BDGFPredictor) on random windows of the scene.
@@ -140,7 +145,7 @@ def distil(teacher, inputs, samples: int = SAMPLES, steps: int = STEPS, seed: in
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     h, w = inputs.spectral.height, inputs.spectral.width
-    size = min(WINDOW, h, w)
+    size = min(window, h, w)
     n_win = max(2, math.ceil(samples / size ** 2))
     p, halo = teacher.patch, teacher.halo
     uses_features = teacher.net.config.needs_features
@@ -172,7 +177,7 @@ def distil(teacher, inputs, samples: int = SAMPLES, steps: int = STEPS, seed: in
     net = StudentNet(x.shape[1], t.shape[1], p, width)
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    batch = min(4, len(train))
+    batch = min(max(4, STEP_PIXELS // size ** 2), len(train))  # about STEP_PIXELS pixels a step
     net.train()
     for step in range(steps):
         if cancelled():
