@@ -101,15 +101,24 @@ class Scene:
                 "--model", self.dir / "ddpm_fast.bdgf", "--features", f)
             print(f"{variant} {size}: pretrain fast {time.perf_counter() - t0:.0f} s", flush=True)
         self.features = np.nan_to_num(RasterSource(f).read()).astype(np.float32)
+        self._prepared: dict = {}  # the last seed's prepare_training (only one kept: the images are large)
+
+    def prepared(self, seed: int):
+        """``samples.prepare_training`` of a training seed as ``train`` calls it (read once per seed)."""
+        if seed not in self._prepared:
+            from bdgf_core.progress import Reporter
+            from bdgf_core.samples import prepare_training
+
+            s, a, g = self.paths
+            self._prepared = {seed: prepare_training(str(s), str(a), str(g), "class", 50, "polygons", seed, 0.1, 32,
+                                                     Reporter())}
+        return self._prepared[seed]
 
     def split(self, seed: int):
         """(normalised spectral, SAR, train pixels, val pixels, codes) of a training seed, as ``train`` makes them."""
         from bdgf_core.normalise import apply
-        from bdgf_core.progress import Reporter
-        from bdgf_core.samples import prepare_training
 
-        s, a, g = self.paths
-        data = prepare_training(str(s), str(a), str(g), "class", 50, "polygons", seed, 0.1, 32, Reporter())
+        data = self.prepared(seed)
         spectral = np.nan_to_num(apply(data.spectral.read(), *data.spectral_stats)).astype(np.float32)
         sar = np.nan_to_num(apply(data.sar.read(), *data.sar_stats)).astype(np.float32)
         codes = data.codes()
@@ -124,7 +133,9 @@ class Scene:
         return spectral, sar, pixels(data.split.train), pixels(data.split.val), np.asarray(codes)
 
 
-def bdgf_row(scene: Scene, seed: int, epochs: int, overrides: dict) -> dict:
+def train_map(scene: Scene, seed: int, epochs: int, overrides: dict):
+    """Train BDGF on a seed's split with the config overrides and classify every pixel:
+    (net in eval mode, class codes, map of codes (H, W) int32, history, train seconds, map seconds)."""
     import torch
 
     from bdgf_core.network.bdgf import BDGFConfig
@@ -141,8 +152,13 @@ def bdgf_row(scene: Scene, seed: int, epochs: int, overrides: dict) -> dict:
         probs = predict_block(net, pad_reflect(spectral, p), pad_reflect(sar, p), pad_reflect(scene.features, p), p,
                               batch_size=256)
     t2 = time.perf_counter()
-    out = scores(codes[probs.argmax(0)], scene.ref, scene.dist)
-    out.update(train_s=round(t1 - t0, 1), map_s=round(t2 - t1, 1), best_epoch=hist["best_epoch"])
+    return net.eval(), codes, codes[probs.argmax(0)].astype(np.int32), hist, round(t1 - t0, 1), round(t2 - t1, 1)
+
+
+def bdgf_row(scene: Scene, seed: int, epochs: int, overrides: dict) -> dict:
+    _, _, pred, hist, train_s, map_s = train_map(scene, seed, epochs, overrides)
+    out = scores(pred, scene.ref, scene.dist)
+    out.update(train_s=train_s, map_s=map_s, best_epoch=hist["best_epoch"])
     return out
 
 

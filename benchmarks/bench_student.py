@@ -40,39 +40,19 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_common import cpu_model  # noqa: E402
-from bench_edges import ROWS, Scene, cached, scores  # noqa: E402
+from bench_edges import ROWS, Scene, cached, scores, train_map  # noqa: E402
 
 #: the whole-map OA gap (student minus teacher, percentage points) the fast map is held to
 TOLERANCE_PP = 0.5
 
 
 def teacher(scene: Scene, seed: int, epochs: int):
-    """bench_edges.bdgf_row with ``ROWS["defaults"]``, keeping the network: (net, stats, codes, map, info)."""
-    import torch
-
-    from bdgf_core.network.bdgf import BDGFConfig
-    from bdgf_core.patches import pad_reflect
-    from bdgf_core.progress import Reporter
-    from bdgf_core.samples import prepare_training
-    from bdgf_core.training import fit_bdgf, predict_block
-
-    spectral, sar, train, val, codes = scene.split(seed)
-    # the statistics ``train`` writes into the model file (the same call Scene.split makes)
-    s, a, g = scene.paths
-    data = prepare_training(str(s), str(a), str(g), "class", 50, "polygons", seed, 0.1, 32, Reporter())
+    """bench_edges.train_map with ``ROWS["defaults"]``, keeping the network: (net, stats, codes, map, info)."""
+    net, codes, pred, hist, train_s, map_s = train_map(scene, seed, epochs, ROWS["defaults"])
+    data = scene.prepared(seed)  # the statistics ``train`` writes into the model file
     stats = {"spectral_mean": data.spectral_stats[0], "spectral_std": data.spectral_stats[1],
              "sar_mean": data.sar_stats[0], "sar_std": data.sar_stats[1]}
-    cfg = BDGFConfig(epochs=epochs, seed=seed, **ROWS["defaults"])
-    t0 = time.perf_counter()
-    net, hist = fit_bdgf(spectral, sar, scene.features, train, val, len(codes), cfg, "cpu")
-    t1 = time.perf_counter()
-    p = cfg.patch
-    with torch.inference_mode():
-        probs = predict_block(net, pad_reflect(spectral, p), pad_reflect(sar, p), pad_reflect(scene.features, p), p,
-                              batch_size=256)
-    t2 = time.perf_counter()
-    info = {"train_s": round(t1 - t0, 1), "map_s": round(t2 - t1, 1), "best_epoch": hist["best_epoch"]}
-    return net.eval(), stats, codes, codes[probs.argmax(0)].astype(np.int32), info
+    return net, stats, codes, pred, {"train_s": train_s, "map_s": map_s, "best_epoch": hist["best_epoch"]}
 
 
 def inputs_of(scene: Scene):
