@@ -8,8 +8,8 @@ import torch
 from bdgf_core.augment import EdgePlan, augment_batch, dihedral, far_side_masks, partners
 from bdgf_core.network import BDGFConfig, BDGFNet
 from bdgf_core.network.bdgf import LEGACY, CentrePixel
-from bdgf_core.patches import extract_patches, pad_reflect
-from bdgf_core.training import fit_bdgf, predict_block
+from bdgf_core.patches import pad_reflect
+from bdgf_core.training import fit_bdgf, predict_block, predict_pixels
 
 SMALL = dict(embed=16, tokens=2)
 
@@ -175,10 +175,7 @@ def test_predict_block_with_the_centre_feature_equals_per_pixel() -> None:
     p = 5
     padded = [pad_reflect(im, p) for im in (spec, sar, feat)]
     probs = predict_block(net, *padded, p, batch_size=16)
-    rows, cols = np.divmod(np.arange(120), 10)
-    with torch.no_grad():
-        allp = [torch.from_numpy(extract_patches(x, rows, cols, p)) for x in padded]
-        want = torch.softmax(net(*allp).logits, -1).numpy().T.reshape(3, 12, 10)
+    want = predict_pixels(net, spec, sar, feat, np.arange(120), p).T.reshape(3, 12, 10)  # the per-patch path
     np.testing.assert_allclose(probs, want, rtol=1e-4, atol=1e-5)
 
 
