@@ -211,7 +211,15 @@ def houston_splits_part(work: Path, seeds: list[int], epochs: int, samples: int)
                 a = assess(y[1], np.asarray(codes)[forest_proba(f, (x[te] - m) / s).argmax(1)], codes)
                 return {"oa": a.oa, "aa": a.aa, "kappa": a.kappa, "train": int(tr.size), "test": int(te.size)}
 
-            for name, fn in (("BDGF, no guidance", bdgf), ("random forest (baseline)", forest)):
+            def svm(tr=tr, te=te, y=y, seed=seed) -> dict:
+                from bench_maps import fit_svm
+
+                x = np.concatenate([hsi, lidar], 1)
+                a = assess(y[1], fit_svm(x[tr], y[0], seed).predict(x[te]), codes)
+                return {"oa": a.oa, "aa": a.aa, "kappa": a.kappa, "train": int(tr.size), "test": int(te.size)}
+
+            for name, fn in (("BDGF, no guidance", bdgf), ("random forest (baseline)", forest),
+                             ("RBF SVM (standardised, C by 3-fold CV)", svm)):
                 key = f"{name} — {strategy} split"
                 t0 = time.perf_counter()
                 r = cached(work, f"houston-splits/{key}/{epochs}/{samples}/{seed}", fn)

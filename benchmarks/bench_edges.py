@@ -25,6 +25,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from scipy import ndimage
@@ -55,6 +56,25 @@ ROWS = {
     "adaptive+centre+flips+mix1": dict(centre=True, flips=True, mix_share=1.0, adaptive=True),
     "defaults": dict(),
 }
+# Results kept from before the tie rule (commit 1e503b5: of equal validation OAs the first epoch was kept;
+# now the one of lowest validation loss): read back with --cached-only, a new run would use today's rule.
+ROWS.update({f"{k}-v1": ROWS[k] for k in ("paper", "adaptive", "adaptive+centre")})
+#: the paper's Table II ablations (experiments 1-11; 12, every module on, is the `adaptive` row) on
+#: train's defaults. "features": "plain" reads diffusion features pretrained with --no-masking (exp. 10).
+TABLE2 = {
+    "T2-1 CNN": dict(use_transformer=False, use_mamba=False),
+    "T2-2 Trans": dict(use_cnn=False, use_mamba=False),
+    "T2-3 Mamba": dict(use_cnn=False, use_transformer=False),
+    "T2-4 Trans+Mamba": dict(use_cnn=False),
+    "T2-5 CNN+Mamba": dict(use_transformer=False),
+    "T2-6 CNN+Trans": dict(use_mamba=False),
+    "T2-7 no Guide-CNN": dict(guide_cnn=False),
+    "T2-8 no Guide-Trans": dict(guide_transformer=False),
+    "T2-9 no Guide-Mamba": dict(guide_mamba=False),
+    "T2-10 no mask": dict(features="plain"),
+    "T2-11 no mutual": dict(mutual=False),
+}
+ROWS.update(TABLE2)
 FORESTS = ("random forest (per pixel)", "random forest (pixel + 3x3, 5x5 window means)")
 #: bench_maps.py's other baselines, on the same pixels (cached apart: they came later)
 MORE = {"random forest, 9 x 9 means": "random forest (9 x 9 window means)",
@@ -101,7 +121,23 @@ class Scene:
                 "--model", self.dir / "ddpm_fast.bdgf", "--features", f)
             print(f"{variant} {size}: pretrain fast {time.perf_counter() - t0:.0f} s", flush=True)
         self.features = np.nan_to_num(RasterSource(f).read()).astype(np.float32)
+        self._plain: Optional[np.ndarray] = None
         self._prepared: dict = {}  # the last seed's prepare_training (only one kept: the images are large)
+
+    def features_of(self, kind: str) -> np.ndarray:
+        """The diffusion features: "masked" (pretrain's default) or "plain" (--no-masking, Table II exp. 10)."""
+        if kind == "masked":
+            return self.features
+        if self._plain is None:
+            from bdgf_core.raster import RasterSource
+
+            f = self.dir / "features_plain.tif"
+            if not f.exists():
+                s, a, _ = self.paths
+                cli("pretrain", "--spectral", s, "--sar", a, "--profile", "fast", "--no-masking", "--device", "cpu",
+                    "--model", self.dir / "ddpm_plain.bdgf", "--features", f)
+            self._plain = np.nan_to_num(RasterSource(f).read()).astype(np.float32)
+        return self._plain
 
     def prepared(self, seed: int):
         """``samples.prepare_training`` of a training seed as ``train`` calls it (read once per seed)."""
@@ -143,13 +179,15 @@ def train_map(scene: Scene, seed: int, epochs: int, overrides: dict):
     from bdgf_core.training import fit_bdgf, predict_block
 
     spectral, sar, train, val, codes = scene.split(seed)
+    overrides = dict(overrides)
+    features = scene.features_of(overrides.pop("features", "masked"))
     cfg = BDGFConfig(epochs=epochs, seed=seed, **overrides)
     t0 = time.perf_counter()
-    net, hist = fit_bdgf(spectral, sar, scene.features, train, val, len(codes), cfg, "cpu")
+    net, hist = fit_bdgf(spectral, sar, features, train, val, len(codes), cfg, "cpu")
     t1 = time.perf_counter()
     p = cfg.patch
     with torch.inference_mode():
-        probs = predict_block(net, pad_reflect(spectral, p), pad_reflect(sar, p), pad_reflect(scene.features, p), p,
+        probs = predict_block(net, pad_reflect(spectral, p), pad_reflect(sar, p), pad_reflect(features, p), p,
                               batch_size=256)
     t2 = time.perf_counter()
     return net.eval(), codes, codes[probs.argmax(0)].astype(np.int32), hist, round(t1 - t0, 1), round(t2 - t1, 1)
@@ -255,7 +293,7 @@ def run_scene(args, work: Path, variant: str, size: int) -> str:
                   f"{r['interior']:.2f} (train {r['train_s']} s, map {r['map_s']} s)", flush=True)
     n_b = int((scene.dist <= 2).sum())
     return (f"## `--variant {variant}`, {size} x {size} ({n_b} boundary pixels of {scene.ref.size})\n\n"
-            f"{table(results)}{paired(by_seed)}")
+            f"{table(results)}{paired(by_seed, args.base)}")
 
 
 def paired(by_seed: dict[str, dict[int, dict]], base: str = "paper") -> str:
@@ -283,6 +321,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--rows", nargs="+", default=["paper", "centre", "flips", "mix"], choices=list(ROWS))
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--base", default="paper", help="the row the others are paired against")
     ap.add_argument("--no-forests", action="store_true", help="only the BDGF rows (another run does the forests)")
     ap.add_argument("--work", default=str(ROOT / ".bench" / "edges"))
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "edges.md"))
@@ -308,7 +347,12 @@ def main() -> None:
             "rotations; `mix` mixed patches (share 0.5 unless the row says); `+` combines them; `defaults` is "
             "what `train` does without edge flags. Baselines, fitted on the training + validation pixels of "
             "the same split: forests of 200 trees on the pixel, on the pixel with its 3 x 3 and 5 x 5 window "
-            "means, on 9 x 9 window means, and an RBF SVM on standardised pixels (bench_maps.py's).\n\n"
+            "means, on 9 x 9 window means, and an RBF SVM on standardised pixels (bench_maps.py's). "
+            "`-v1` rows were computed before the tie rule (of equal validation OAs the first epoch was kept, now "
+            "the one of lowest validation loss). `T2-n` rows are the paper's Table II experiments 1-11 on "
+            "train's defaults (experiment 12, every module on, is `adaptive`): single branches (1-3), pairs "
+            "(4-6), one branch's diffusion guidance off (7-9), features pretrained without modality masking "
+            "(10), mutual learning off (11).\n\n"
             + "\n\n".join(sections) + "\n")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

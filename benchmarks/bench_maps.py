@@ -48,14 +48,21 @@ VALIDATION_SHARE = 0.1  # train's default: BDGF's training pixels are those of t
 TREES = 200
 
 
-def baseline_maps(spectral: np.ndarray, sar: np.ndarray, y_train: np.ndarray, train: np.ndarray,
-                  seed: int) -> dict[str, np.ndarray]:
-    """Whole-scene class maps (H, W) of the four baselines, each fitted on the pixels ``train``."""
+def fit_svm(x: np.ndarray, y: np.ndarray, seed: int):
+    """An RBF SVM on standardised features (N, F), C in 1..1000 chosen by stratified 3-fold CV."""
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
+    cv = StratifiedKFold(3, shuffle=True, random_state=seed)
+    return GridSearchCV(make_pipeline(StandardScaler(), SVC(kernel="rbf", gamma="scale")),
+                        {"svc__C": [1, 10, 100, 1000]}, cv=cv, n_jobs=1).fit(x, y)
+
+
+def baseline_maps(spectral: np.ndarray, sar: np.ndarray, y_train: np.ndarray, train: np.ndarray,
+                  seed: int) -> dict[str, np.ndarray]:
+    """Whole-scene class maps (H, W) of the four baselines, each fitted on the pixels ``train``."""
     from bdgf_core.baseline import fit_forest, forest_proba, window_means
 
     x = np.concatenate([spectral, sar])                     # (C, H, W), bands normalised
@@ -68,10 +75,7 @@ def baseline_maps(spectral: np.ndarray, sar: np.ndarray, y_train: np.ndarray, tr
         forest = fit_forest(f[train], y_train, TREES, seed, n_jobs=1)
         maps[name] = forest["classes"][forest_proba(forest, f).argmax(1)].reshape(h, w)
     f = x.reshape(x.shape[0], -1).T
-    cv = StratifiedKFold(3, shuffle=True, random_state=seed)
-    svm = GridSearchCV(make_pipeline(StandardScaler(), SVC(kernel="rbf", gamma="scale")),
-                       {"svc__C": [1, 10, 100, 1000]}, cv=cv, n_jobs=1).fit(f[train], y_train)
-    maps[BASELINES[3]] = svm.predict(f).reshape(h, w)
+    maps[BASELINES[3]] = fit_svm(f[train], y_train, seed).predict(f).reshape(h, w)
     return maps
 
 

@@ -36,7 +36,7 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path):
     assert messages[0] == "resumed after epoch 2 from the checkpoint" and len(messages) == 1 + 2
     for (k, a), b in zip(ref.state_dict().items(), net.state_dict().values()):
         assert torch.equal(a, b), k
-    for key in ("loss", "val_oa", "lr", "best_epoch", "best_val_oa"):
+    for key in ("loss", "val_oa", "val_loss", "lr", "best_epoch", "best_val_oa", "best_val_loss"):
         assert hist[key] == ref_hist[key], key
     assert hist["lr"] == pytest.approx([4e-4, 2e-4, 2e-4, 1e-4])  # the schedule was replayed
 

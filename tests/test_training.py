@@ -50,7 +50,8 @@ def test_history_schedule_progress_and_best_epoch() -> None:
     assert "loss" in calls[0][1] and "validation OA" in calls[0][1]
     best = hist["best_epoch"]
     assert hist["val_oa"][best] == max(hist["val_oa"]) == hist["best_val_oa"]
-    assert hist["val_oa"].index(max(hist["val_oa"])) == best  # first best on ties
+    ties = [e for e, oa in enumerate(hist["val_oa"]) if oa == max(hist["val_oa"])]
+    assert hist["val_loss"][best] == min(hist["val_loss"][e] for e in ties) == hist["best_val_loss"]
     assert not net.training
     # The returned weights are those of the best epoch: their validation OA is the best one.
     rows, cols, labels = va
@@ -58,6 +59,39 @@ def test_history_schedule_progress_and_best_epoch() -> None:
     with torch.no_grad():
         logits = net(*(torch.from_numpy(extract_patches(p, rows, cols, 3)) for p in padded)).logits
     assert (logits.argmax(-1).numpy() == labels).mean() == pytest.approx(hist["best_val_oa"])
+
+
+def test_equal_validation_oa_keeps_the_epoch_of_lower_validation_loss(monkeypatch) -> None:
+    """Validation scores as on a clean scene (100 % from the second epoch on): the kept weights are
+    those of the tied epoch of lowest validation loss, not of the first to reach 100 % (issue 15:
+    that one was barely trained and its errors sat on the class edges)."""
+    import copy
+
+    from bdgf_core import training
+
+    script = iter([(0.5, 1.0), (1.0, 0.5), (1.0, 0.2), (1.0, 0.3)])  # (OA, loss) per epoch
+    seen = []
+
+    def scripted(net, src, labels, retry):
+        seen.append(copy.deepcopy(net.state_dict()))
+        return next(script)
+
+    monkeypatch.setattr(training, "_accuracy", scripted)
+    spec, sar, feat, tr, va = _scene()
+    net, hist = fit_bdgf(spec, sar, feat, tr, va, 3, BDGFConfig(**{**CFG, "epochs": 4}))
+    assert hist["best_epoch"] == 2 and hist["best_val_oa"] == 1.0 and hist["best_val_loss"] == 0.2
+    assert hist["val_loss"] == [1.0, 0.5, 0.2, 0.3]
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, seen[2][k]), k
+
+
+def test_better_epoch_rule() -> None:
+    from bdgf_core.training import better_epoch
+
+    assert better_epoch(0.9, 5.0, 0.8, 0.1)  # higher OA wins whatever the loss
+    assert not better_epoch(0.8, 0.01, 0.9, 5.0)
+    assert better_epoch(0.9, 0.2, 0.9, 0.3) and not better_epoch(0.9, 0.3, 0.9, 0.3)
+    assert better_epoch(0.0, 1.0, -1.0, float("inf"))  # the first epoch always counts
 
 
 def test_training_learns_and_runs_without_validation() -> None:
