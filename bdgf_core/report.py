@@ -199,7 +199,8 @@ def training_section(history: dict) -> str:
     if warns:
         out.append('<div class="warn"><b>Check the validation set:</b><ul>'
                    + "".join(f"<li>{html.escape(w)}</li>" for w in warns) + "</ul></div>")
-    kept = ("best validation OA" if val else "last epoch, no validation pixels")
+    kept = ("best validation OA; of equal OAs, the lowest validation loss" if val
+            else "last epoch, no validation pixels")
     out.append(f"<p>Kept epoch <b>{(best or 0) + 1}</b> of {len(loss)} ({kept}).</p>")
     curves = {"loss (eq. 29)": loss}
     curves.update({n: terms[k] for k, n in (("ce", "CE of the fused head"), ("ce_cnn", "CE cnn"),
@@ -217,6 +218,8 @@ def training_section(history: dict) -> str:
         floor = float(np.floor(min(pct) / 10) * 10)
         out.append("<h3>Validation</h3>" + chart_svg({"validation OA": pct}, "OA %", best, y_min=min(floor, 90.0),
                                                      y_max=100.0))
+        if history.get("val_loss"):
+            out.append(chart_svg({"validation loss (CE of the fused head)": history["val_loss"]}, "mean CE", best))
     seconds, val_s = history.get("seconds", 0.0), history.get("val_seconds", 0.0)
     share = f" ({100 * val_s / seconds:.0f} % of it)" if seconds > 0 and val_s else ""
     scored = ""

@@ -74,3 +74,5 @@ def test_training_section_draws_terms_temperatures_validation_and_warnings() -> 
     assert "validation OA &lt;fell&gt;" in html and 'class="warn"' in html
     assert "500 of the 2400 validation pixels" in html and "15 % of it" in html
     assert html.count("kept epoch 2") == 4
+    html = training_section({**hist, "val_loss": [0.4, 0.2, 0.3]})
+    assert html.count("<svg") == 5 and "validation loss" in html and html.count("kept epoch 2") == 5
