@@ -318,10 +318,24 @@ def cmd_train(args, rep) -> dict:
     if test.size:
         from .training import predict_pixels
 
-        probs = predict_pixels(net, spectral, sar, feats, test, cfg.patch)
+        t0 = time.perf_counter()
+        test_rep = rep.sub(0.9, 0.98)
+        try:
+            probs = predict_pixels(net, spectral, sar, feats, test, cfg.patch,
+                                   progress=lambda f: test_rep.progress(f, f"testing {test.size} held-out pixels"),
+                                   cancelled=rep.cancelled)
+        except Cancelled as exc:
+            raise _resumable(exc, ckpt, "The trained epochs are") from None
+        history["test_seconds"] = time.perf_counter() - t0
         acc = assess(labels[test], np.asarray(codes)[probs.argmax(1)], codes)
         result["test_accuracy"] = acc.to_json({c.code: c.name for c in data.gt.classes})
         rep.info(f"held-out test pixels: OA {acc.oa:.2f}%, AA {acc.aa:.2f}%, Kappa {acc.kappa:.2f}%")
+    evaluation = history.get("val_seconds", 0.0) + history.get("test_seconds", 0.0)
+    spent = history.get("seconds", 0.0) + history.get("test_seconds", 0.0)
+    if spent > 0:
+        rep.info(f"time: training {history.get('seconds', 0.0) - history.get('val_seconds', 0.0):.0f} s, validation "
+                 f"{history.get('val_seconds', 0.0):.0f} s, test {history.get('test_seconds', 0.0):.0f} s "
+                 f"(evaluation {100 * evaluation / spent:.0f} % of training and evaluation)")
     meta = {
         "model_id": uuid.uuid4().hex, "classes": [c.to_json() for c in data.gt.classes],
         "inputs": {"spectral_bands": data.spectral.bands, "sar_bands": data.sar.bands, "feature_bands": feature_bands,

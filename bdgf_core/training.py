@@ -428,8 +428,12 @@ def predict_block(net: BDGFNet, spectral_block: np.ndarray | Tensor, sar_block: 
 
 @torch.inference_mode()
 def predict_pixels(net: BDGFNet, spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarray],
-                   flat: np.ndarray, patch: int, batch_size: int = 1024) -> np.ndarray:
-    """Class probabilities (N, C) of the pixels at flat indices of normalised whole images."""
+                   flat: np.ndarray, patch: int, batch_size: int = 1024,
+                   progress: Optional[Callable[[float], None]] = None,
+                   cancelled: Optional[Callable[[], bool]] = None) -> np.ndarray:
+    """Class probabilities (N, C) of the pixels at flat indices of normalised whole images.
+
+    ``progress(fraction)`` after each batch; ``cancelled()`` True stops with :class:`Cancelled`."""
     net.eval()
     device = next(net.parameters()).device
     rows, cols = np.divmod(np.asarray(flat, np.int64), spectral.shape[2])
@@ -437,10 +441,14 @@ def predict_pixels(net: BDGFNet, spectral: np.ndarray, sar: np.ndarray, features
     out = []
 
     def chunk(start: int, end: int) -> None:
+        if cancelled is not None and cancelled():
+            raise Cancelled()
         spec, sr, dif = src.batch(np.arange(start, end))
         with _autocast(device):
             logits = net(spec, sr, dif).logits
         out.append(torch.softmax(logits.float(), 1).cpu().numpy())
+        if progress is not None:
+            progress(end / rows.size)
 
     for_each_batch(rows.size, chunk, OomRetry(batch_size, 1, str(device), None, "prediction"))
     return np.concatenate(out) if out else np.empty((0, net.n_classes), np.float32)

@@ -21,6 +21,7 @@ def deep(tmp_path_factory):
                    "--features", p["features"], "--samples-per-class", "20", "--epochs", "2", "--batch-size", "32",
                    "--patch-size", "5", "--device", "cpu", "--model", d / "bdgf.bdgf", "--report", d / "train.html")
     t = result(ev)
+    t["events"] = ev
     _, ev, _ = run("classify", "--model", t["model"], "--spectral", s["spectral"], "--sar", s["sar"],
                    "--features", p["features"], "--out", d / "map.tif", "--confidence", d / "conf.tif")
     t["classified"] = result(ev)
@@ -94,3 +95,16 @@ def test_training_report_has_curves_and_held_out_accuracy(deep):
     assert "Training curves" in html and "<polyline" in html and "held-out test pixels" in html
     rep = json.loads((d / "train.json").read_text())
     assert rep["meta"]["network"] and len(rep["test_accuracy"]["classes"]) == 7
+
+
+def test_training_shows_the_test_phase_and_what_evaluation_cost(deep):
+    """The held-out test after the epochs has its own progress (it was a silent stretch at 90 %) and
+    the log says how the time split between training, validation and test (issue 16)."""
+    d, s, p, trained = deep
+    testing = [e for e in trained["events"] if e.get("event") == "progress" and "held-out pixels" in e.get("message", "")]
+    assert testing and all(90 <= e["percent"] <= 98 for e in testing)
+    assert testing[-1]["percent"] == pytest.approx(98)
+    log = (d / "bdgf.bdgf.log").read_text()
+    assert "time: training" in log and "% of training and evaluation)" in log
+    rep = json.loads((d / "train.json").read_text())
+    assert rep["history"]["test_seconds"] > 0

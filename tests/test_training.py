@@ -138,3 +138,18 @@ def test_predict_block_equals_per_pixel_prediction(patch: int) -> None:
     # A sub-block with its halo gives the same probabilities as the whole image there.
     part = predict_block(net, *(p[:, 2:2 + 4 + patch - 1, 1:1 + 3 + patch - 1] for p in padded), patch)
     np.testing.assert_allclose(part, probs[:, 2:6, 1:4], rtol=1e-4, atol=1e-5)
+
+
+def test_predict_pixels_reports_progress_and_can_be_cancelled() -> None:
+    from bdgf_core.training import predict_pixels
+
+    spec, sar, feat, tr, _ = _scene()
+    net, _ = fit_bdgf(spec, sar, feat, tr, None, 3, BDGFConfig(**{**CFG, "epochs": 1}))
+    seen = []
+    flat = np.arange(100)
+    probs = predict_pixels(net, spec, sar, feat, flat, 3, batch_size=32, progress=seen.append)
+    assert probs.shape == (100, 3) and seen == pytest.approx([0.32, 0.64, 0.96, 1.0])
+    with pytest.raises(Cancelled):
+        predict_pixels(net, spec, sar, feat, flat, 3, batch_size=32, cancelled=lambda: len(seen) > 4,
+                       progress=seen.append)
+    assert len(seen) == 5  # stopped after the first batch of the second call
