@@ -168,7 +168,8 @@ def houston_part(seeds: list[int], epochs: int, samples: int) -> dict[str, list[
     return results
 
 
-def houston_splits_part(work: Path, seeds: list[int], epochs: int, samples: int) -> dict[str, list[dict]]:
+def houston_splits_part(work: Path, seeds: list[int], epochs: int, samples: int,
+                        strategies: tuple[str, ...] = ("pixels", "polygons")) -> dict[str, list[dict]]:
     """Issue 8: BDGF (no guidance) and the random forest on Houston2013 under the paper's random pixel
     split and under the polygon split (whole connected regions of the TR raster held out)."""
     from bench_profiles import cached
@@ -185,7 +186,7 @@ def houston_splits_part(work: Path, seeds: list[int], epochs: int, samples: int)
     codes = [c.code for c in gt.classes]
     idx = {c: i for i, c in enumerate(codes)}
     results: dict[str, list[dict]] = {}
-    for strategy in ("pixels", "polygons"):
+    for strategy in strategies:
         for seed in seeds:
             sp = split_samples(gt, samples, strategy, seed)
             tr, te = row_of[sp.train], row_of[sp.test]
@@ -253,6 +254,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=50)
     ap.add_argument("--pretrain-steps", type=int, default=None, help="default: the fast profile's")
     ap.add_argument("--part", nargs="+", default=["scene", "houston"], choices=["scene", "houston", "houston-splits"])
+    ap.add_argument("--splits", nargs="+", default=["pixels", "polygons"], choices=["pixels", "polygons"],
+                    help="the splits of --part houston-splits")
     ap.add_argument("--variant", nargs="+", default=["standard"], choices=["standard", "hard"],
                     help="scene variant(s) of generate-scene for --part scene")
     ap.add_argument("--work", default=str(ROOT / "build" / "bench_bdgf"))
@@ -279,7 +282,7 @@ def main() -> None:
                         "row and the forest row.\n\n" + table(r))
         (work / f"scene_{variant}.json").write_text(json.dumps(r))
     if "houston-splits" in args.part and (SHARED / "houston2013").exists():
-        r = houston_splits_part(work, args.seeds, args.epochs, args.samples)
+        r = houston_splits_part(work, args.seeds, args.epochs, args.samples, tuple(args.splits))
         sections.append("## Houston2013: the paper's pixel split vs the polygon split (issue 8)\n\n"
                         f"Real HSI (144 bands) + LiDAR (21) training pixels, 1x1 patches, {args.samples} training pixels "
                         "per class from the training side of `split_samples` (bdgf_core/sampling.py): `pixels` draws "

@@ -221,3 +221,16 @@ def test_distillation_windows_spread_over_the_scene(monkeypatch):
     distil(Teacher(), inputs, steps=1)
     cells = seen.reshape(8, 20, 8, 20).any(axis=(1, 3))  # 20 x 20 blocks with some labelled pixel
     assert cells.all(), f"{(~cells).sum()} of the 64 blocks of 20 x 20 pixels got no labelled pixel"
+
+
+def test_teacher_edges_are_the_pixels_next_to_another_class() -> None:
+    from bdgf_core.student import teacher_edges
+
+    lab = np.zeros((2, 6, 6), np.int64)
+    lab[0, :, 3:] = 1          # window 0: a vertical class border between columns 2 and 3
+    probs = torch.nn.functional.one_hot(torch.from_numpy(lab), 3).permute(0, 3, 1, 2).float()
+    edges = teacher_edges(probs).numpy()
+    expect = np.zeros((6, 6), bool)
+    expect[:, 2:4] = True
+    assert (edges[0] == expect).all()
+    assert not edges[1].any()  # one class: no edge, and the window's own border is not one
