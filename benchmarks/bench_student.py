@@ -34,8 +34,14 @@ WINDOW_ARG = [32]  # distil's window side, from --window
 
 
 def window_tag() -> str:
-    """Cache-name suffix of a run with another window side than the first runs' 32."""
-    return "" if WINDOW_ARG[0] == 32 else f"_w{WINDOW_ARG[0]}"
+    """Cache-name suffix of a run whose distillation differs from the first runs' (windows of 32, 400 steps,
+    no edge weight): the window side, then the steps and the edge weight where they differ."""
+    from bdgf_core import student
+
+    tag = "" if WINDOW_ARG[0] == 32 else f"_w{WINDOW_ARG[0]}"
+    if student.STEPS != 400 or student.EDGE_WEIGHT:
+        tag += f"_s{student.STEPS}_e{student.EDGE_WEIGHT:g}"
+    return tag
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -53,6 +59,26 @@ def teacher(scene: Scene, seed: int, epochs: int):
     stats = {"spectral_mean": data.spectral_stats[0], "spectral_std": data.spectral_stats[1],
              "sar_mean": data.sar_stats[0], "sar_std": data.sar_stats[1]}
     return net, stats, codes, pred, {"train_s": train_s, "map_s": map_s, "best_epoch": hist["best_epoch"]}
+
+
+def teacher_cached(scene: Scene, seed: int, epochs: int, store: Path):
+    """:func:`teacher`, its network, statistics, codes and map kept in ``store`` (the student settings change
+    more often than the teacher): (net, stats, codes, map, info)."""
+    import torch
+
+    from bdgf_core.network.bdgf import BDGFNet
+
+    f = store / f"teacher_e{epochs}_{seed}.pt"
+    if f.exists():
+        d = torch.load(f, weights_only=False)
+        net = BDGFNet.from_meta(d["meta"])
+        net.load_state_dict(d["state"])
+        return net.eval(), d["stats"], d["codes"], d["t_map"], d.get("info", {})
+    net, stats, codes, t_map, info = teacher(scene, seed, epochs)
+    store.mkdir(parents=True, exist_ok=True)
+    torch.save({"meta": net.meta(), "state": net.state_dict(), "stats": stats, "codes": codes, "t_map": t_map,
+                "info": info}, f)
+    return net, stats, codes, t_map, info
 
 
 def inputs_of(scene: Scene):
@@ -137,7 +163,7 @@ def run_seed(scene: Scene, seed: int, epochs: int, maps_dir: Path) -> dict:
     from bdgf_core.inference import MAP_NODATA, _predict_block, _read
     from bdgf_core.student import StudentPredictor, distil
 
-    net, stats, codes, t_map, t_info = teacher(scene, seed, epochs)
+    net, stats, codes, t_map, t_info = teacher_cached(scene, seed, epochs, maps_dir)
     inputs = inputs_of(scene)
     tp = BDGFPredictor(net, stats, [int(c) for c in codes])
     t0 = time.perf_counter()
@@ -261,7 +287,8 @@ def main() -> None:
             "trained on 50 pixels per class (polygon split, 10 % validation) and predicts every pixel; the student "
             f"is distilled from it with `distil`'s defaults (16384 sampled pixels in {WINDOW_ARG[0]} x {WINDOW_ARG[0]} "
             "windows, a fifth of the "
-            "windows held out, 400 steps, width 64, seed = training seed) and predicts every pixel through "
+            f"windows held out, {student.STEPS} steps, width 64, loss weight 1 + {student.EDGE_WEIGHT:g} on the "
+            "teacher's class edges, seed = training seed) and predicts every pixel through "
             "classify's block code. OA is over every pixel against the generator's reference map; boundary = "
             f"within 2 px of another class. The bar: student whole-map OA within {TOLERANCE_PP} pp of its "
             "teacher's.\n\n" + "\n".join(sections))
