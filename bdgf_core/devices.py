@@ -1,7 +1,8 @@
 """Device choice: auto picks CUDA when present; asking for CUDA without a GPU is an error.
 
-Also the CPU threads a run may use (:func:`cpu_threads`), and the two facts about memory that the out-of-memory retry (bdgf_core.oom) needs: whether an
-exception means the device ran out of memory, and how to hand the cached memory back.
+Also the CPU threads a run may use (:func:`cpu_threads`), and the two facts about memory that the
+out-of-memory retry (bdgf_core.oom) needs: whether an exception means the device ran out of memory,
+and how to hand the cached memory back.
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ _OOM_TEXTS = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC
 
 
 def cgroup_cpus(root: str = "/sys/fs/cgroup") -> Optional[float]:
-    """The CPU quota of this process's cgroup in cores (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_*``), or
-    None without a quota. A container limited to 2 cores on a 64-core host still shows 64 cores to
+    """The CPU quota in cores of the cgroup mounted at ``root`` (a container's own: v2 ``cpu.max``, v1
+    ``cpu/cpu.cfs_*``), or None without a quota. A container limited to 2 cores on a 64-core host still shows 64 cores to
     os.cpu_count() and to PyTorch, which then runs 64 threads on 2 cores' time."""
     base = Path(root)
     try:
