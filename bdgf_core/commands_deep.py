@@ -330,12 +330,10 @@ def cmd_train(args, rep) -> dict:
         acc = assess(labels[test], np.asarray(codes)[probs.argmax(1)], codes)
         result["test_accuracy"] = acc.to_json({c.code: c.name for c in data.gt.classes})
         rep.info(f"held-out test pixels: OA {acc.oa:.2f}%, AA {acc.aa:.2f}%, Kappa {acc.kappa:.2f}%")
-    evaluation = history.get("val_seconds", 0.0) + history.get("test_seconds", 0.0)
-    spent = history.get("seconds", 0.0) + history.get("test_seconds", 0.0)
-    if spent > 0:
-        rep.info(f"time: training {history.get('seconds', 0.0) - history.get('val_seconds', 0.0):.0f} s, validation "
-                 f"{history.get('val_seconds', 0.0):.0f} s, test {history.get('test_seconds', 0.0):.0f} s "
-                 f"(evaluation {100 * evaluation / spent:.0f} % of training and evaluation)")
+    fit_s, val_s, test_s = (history.get(k, 0.0) for k in ("seconds", "val_seconds", "test_seconds"))
+    if fit_s + test_s > 0:  # fit_s includes the validation
+        rep.info(f"time: training {fit_s - val_s:.0f} s, validation {val_s:.0f} s, test {test_s:.0f} s "
+                 f"(evaluation {100 * (val_s + test_s) / (fit_s + test_s):.0f} % of training and evaluation)")
     meta = {
         "model_id": uuid.uuid4().hex, "classes": [c.to_json() for c in data.gt.classes],
         "inputs": {"spectral_bands": data.spectral.bands, "sar_bands": data.sar.bands, "feature_bands": feature_bands,

@@ -21,8 +21,8 @@ _OOM_TEXTS = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC
 
 def cgroup_cpus(root: str = "/sys/fs/cgroup") -> Optional[float]:
     """The CPU quota in cores of the cgroup mounted at ``root`` (a container's own: v2 ``cpu.max``, v1
-    ``cpu/cpu.cfs_*``), or None without a quota. A container limited to 2 cores on a 64-core host still shows 64 cores to
-    os.cpu_count() and to PyTorch, which then runs 64 threads on 2 cores' time."""
+    ``cpu/cpu.cfs_*``), or None without a quota. A container limited to 2 cores on a 64-core host
+    still shows 64 cores to os.cpu_count() and to PyTorch, which then runs 64 threads on 2 cores' time."""
     base = Path(root)
     try:
         quota, period = (base / "cpu.max").read_text().split()[:2]

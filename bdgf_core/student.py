@@ -146,8 +146,9 @@ def teacher_edges(targets: torch.Tensor) -> torch.Tensor:
     return (hi != lo)[:, 0]
 
 
-def distil(teacher, inputs, samples: int = SAMPLES, steps: int = STEPS, seed: int = 0, width: int = 64, window: int = WINDOW,
-           edge_weight: float = EDGE_WEIGHT, log: Callable[[str], None] = lambda m: None, progress: Callable[[float], None] = lambda f: None,
+def distil(teacher, inputs, samples: int = SAMPLES, steps: int = STEPS, seed: int = 0, width: int = 64,
+           window: int = WINDOW, edge_weight: float = EDGE_WEIGHT, log: Callable[[str], None] = lambda m: None,
+           progress: Callable[[float], None] = lambda f: None,
            cancelled: Callable[[], bool] = lambda: False) -> tuple[StudentNet, dict]:
     """Fit a :class:`StudentNet` to ``teacher`` (a BDGFPredictor) on random windows of the scene.
 

@@ -255,7 +255,8 @@ def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarra
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.lr_milestones()), gamma=cfg.gamma)
     labels_t = torch.from_numpy(tr_labels).to(dev)
-    history: dict = {"loss": [], "val_oa": [], "val_loss": [], "lr": [], "terms": {}, "best_epoch": None, "best_val_oa": None,
+    history: dict = {"loss": [], "val_oa": [], "val_loss": [], "lr": [], "terms": {}, "best_epoch": None,
+                     "best_val_oa": None,
                      "val_pixels": 0 if va_labels is None else len(va_labels), "val_pixels_given": va_given,
                      "seconds": 0.0, "val_seconds": 0.0, "warnings": []}
     best_state, best_oa = None, -1.0

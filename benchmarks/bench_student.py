@@ -31,6 +31,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW_ARG = [32]  # distil's window side, from --window
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_common import cpu_model  # noqa: E402
+from bench_edges import ROWS, Scene, cached, scores, train_map  # noqa: E402
+
+#: the whole-map OA gap (student minus teacher, percentage points) the fast map is held to
+TOLERANCE_PP = 0.5
 
 
 def window_tag() -> str:
@@ -42,14 +50,6 @@ def window_tag() -> str:
     if student.STEPS != 400 or student.EDGE_WEIGHT:
         tag += f"_s{student.STEPS}_e{student.EDGE_WEIGHT:g}"
     return tag
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from bench_common import cpu_model  # noqa: E402
-from bench_edges import ROWS, Scene, cached, scores, train_map  # noqa: E402
-
-#: the whole-map OA gap (student minus teacher, percentage points) the fast map is held to
-TOLERANCE_PP = 0.5
 
 
 def teacher(scene: Scene, seed: int, epochs: int):
