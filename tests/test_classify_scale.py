@@ -51,8 +51,11 @@ def test_forest_run_stays_within_the_budget_whatever_the_scene(forest_scene):
     big = _classify(d, 15, d / "rf.bdgf", budget)
     small = _classify(d, 5, d / "rf.bdgf", budget)
     assert big["growth_mb"] <= SLACK * budget and small["growth_mb"] <= SLACK * budget, (big, small)
-    # 3x the rows (the width sizes a block of rows, so it is the same), the peak does not follow
-    assert abs(big["growth_mb"] - small["growth_mb"]) < 6, (big, small)
+    # 3x the rows (the width sizes a block of rows, so it is the same), the peak does not follow. It levels off
+    # rather than staying flat: measured +27.5-27.7 MB at 500 rows, +29.7-30.7 at 1500, +29.9-31.0 at 3000 (3 runs
+    # each), and CI once saw 27.8 / 33.8. The 1000 extra rows bring 126 MB of input; a run that kept the whole
+    # confidence band (6 MB more at 1500 rows) on top of that levelling-off would still fail a quarter of the budget.
+    assert abs(big["growth_mb"] - small["growth_mb"]) < budget / 4, (big, small)
     # and the map covers the whole scene: the tile repeats, so does the map
     m = gdal.Open(str(d / "map_15.tif")).ReadAsArray()
     assert m.shape == (1500, 1500) and (m[:100, :100] == m[1400:, 700:800]).all()
