@@ -336,3 +336,56 @@ def test_augsburg_official_split_as_fixed_layers():
     counts = np.bincount(train.ravel()[sp.train], minlength=8)[1:]
     assert (counts <= 100).all() and sp.test.size == 77533
     assert any("'c6'" in w for w in sp.warnings)
+
+
+# --- polygons: the test side never leaves training a sliver ---------------------------------------
+
+class _Order:
+    """A generator stand-in whose permutation is scripted."""
+
+    def __init__(self, order):
+        self.order = np.asarray(order)
+
+    def permutation(self, n):
+        assert n == self.order.size
+        return self.order
+
+
+def test_test_regions_never_leave_training_a_sliver_of_the_class():
+    """Hard scene, seed 4: regions of 526 and 390 pixels went to test, then the 1538-pixel region
+    overshot the 1227-pixel target and left the 1-pixel region alone for training."""
+    from bdgf_core.sampling import _whole_units
+
+    ids, sizes = np.array([10, 11, 12, 13]), np.array([1538, 526, 390, 1])
+    held = _whole_units(ids, sizes, 0.5 * sizes.sum(), _Order([1, 2, 0, 3]))
+    assert set(held) == {11, 12, 13}  # the 1538 region is skipped: training keeps it
+    # the order that reaches the target first is unchanged
+    assert _whole_units(ids, sizes, 0.5 * sizes.sum(), _Order([0, 1, 2, 3])) == [10]
+    # when every region would leave training less than half its share, the smallest is the test side
+    assert _whole_units(np.array([1, 2]), np.array([3000, 10]), 1505, _Order([0, 1])) == [2]
+
+
+def test_polygon_split_keeps_half_the_training_share_whatever_the_seed():
+    lab = np.zeros((60, 100), np.int32)
+    lab[0:39, 0:39] = 1     # 1521 pixels
+    lab[45:58, 0:40] = 1    # 520
+    lab[0:20, 45:65] = 1    # 400
+    lab[50, 99] = 1         # 1
+    lab[25:45, 45:95] = 2
+    lab[50:59, 45:95] = 2
+    gt = _gt(lab)
+    total = int((lab == 1).sum())
+    for seed in range(40):
+        sp = split_samples(gt, 50, "polygons", seed=seed)
+        train_side = total - int((lab.ravel()[sp.test] == 1).sum())
+        assert train_side >= total / 4, (seed, train_side)
+        assert (lab.ravel()[sp.train] == 1).sum() == 50
+
+
+def test_split_fingerprint_names_the_split():
+    gt = _blocks_scene()
+    a, b = split_samples(gt, 20, "polygons", seed=3), split_samples(gt, 20, "polygons", seed=3)
+    assert a.fingerprint == b.fingerprint == a.summary["fingerprint"] and len(a.fingerprint) == 12
+    others = {split_samples(gt, 20, "polygons", seed=s).fingerprint for s in range(4, 9)}
+    assert a.fingerprint not in others
+    assert split_samples(gt, 20, "polygons", seed=3, validation_share=0.2).fingerprint != a.fingerprint
