@@ -278,6 +278,8 @@ def split_section(summary: dict | None) -> str:
                  + (f"; the validation share taken by <b>{html.escape(str(val))}</b>" if val else "") + ".</p>")
     totals = (f" In all: {summary['train']} training, {summary['validation']} validation, {summary['test']} test "
               "pixels." if "train" in summary else "")
+    if summary.get("fingerprint"):  # two runs that show the same fingerprint trained and tested on the same pixels
+        totals += f" Split fingerprint <code>{html.escape(str(summary['fingerprint']))}</code>."
     return f"""<h2>Split</h2><p>Strategy <b>{html.escape(str(strat))}</b>, seed {summary.get('seed')},
 {summary.get('samples_per_class')} training pixels per class requested.{totals}</p>{note}
 <table><tr><th class="l">Class</th><th>Training px</th><th>Validation px</th><th>Test px</th>

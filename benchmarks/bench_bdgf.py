@@ -223,7 +223,7 @@ def houston_splits_part(work: Path, seeds: list[int], epochs: int, samples: int,
                              ("RBF SVM (standardised, C by 3-fold CV)", svm)):
                 key = f"{name} — {strategy} split"
                 t0 = time.perf_counter()
-                r = cached(work, f"houston-splits/{key}/{epochs}/{samples}/{seed}", fn)
+                r = cached(work, f"houston-splits/{key}/{epochs}/{samples}/{seed}/{sp.fingerprint}", fn)
                 results.setdefault(key, []).append(r)
                 print(f"houston {key} seed {seed}: OA {r['oa']:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
     return results

@@ -276,15 +276,18 @@ def run_scene(args, work: Path, variant: str, size: int) -> str:
                                                       *args.rows]}
     by_seed: dict[str, dict[int, dict]] = {}
     for seed in args.seeds:
-        forests = {} if args.no_forests else cached(store, f"forests/{seed}", lambda: forest_rows(scene, seed), only)
+        fp = scene.prepared(seed).split.fingerprint  # a result holds for its split: keyed by it
+        forests = {} if args.no_forests else cached(store, f"forests/{seed}/{fp}", lambda: forest_rows(scene, seed),
+                                                    only)
         if not args.no_forests:
-            forests = {**(forests or {}), **(cached(store, f"baselines/{seed}", lambda: more_rows(scene, seed), only)
-                                             or {})}
+            forests = {**(forests or {}), **(cached(store, f"baselines/{seed}/{fp}", lambda: more_rows(scene, seed),
+                                                    only) or {})}
         for name, r in (forests or {}).items():
             results[name].append(r)
             print(f"{variant} {size} seed {seed} {name}: OA {r['oa']:.2f}, boundary {r['boundary']:.2f}", flush=True)
         for row in args.rows:
-            r = cached(store, f"{row}/{args.epochs}/{seed}", lambda: bdgf_row(scene, seed, args.epochs, ROWS[row]), only)
+            r = cached(store, f"{row}/{args.epochs}/{seed}/{fp}", lambda: bdgf_row(scene, seed, args.epochs, ROWS[row]),
+                       only)
             if r is None:
                 continue
             results[row].append(r)

@@ -19,6 +19,12 @@ def test_spatial_split_names_strategy_seed_counts_and_escapes_names():
     assert "Forest &amp; &lt;park&gt;" in html and "optimistic" not in html
 
 
+def test_split_fingerprint_is_shown_when_the_summary_has_one():
+    assert "Split fingerprint <code>0123abcd4567</code>." in split_section(_summary(strategy="polygons",
+                                                                                  fingerprint="0123abcd4567"))
+    assert "fingerprint" not in split_section(_summary(strategy="polygons"))
+
+
 def test_pixel_split_is_labelled_optimistic():
     assert "accuracy is optimistic" in split_section(_summary(strategy="pixels"))
 
