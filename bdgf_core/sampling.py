@@ -115,9 +115,13 @@ def split_samples(gt: GroundTruth, samples_per_class: int, strategy: str = "poly
                                       "test": int(te.size), **units_info}
     sp = Split(np.sort(np.concatenate(train)), np.sort(np.concatenate(val)), np.sort(np.concatenate(test)),
                strategy, seed, summary, warnings)
-    summary["train"], summary["validation"], summary["test"] = int(sp.train.size), int(sp.val.size), int(sp.test.size)
-    summary["warnings"] = warnings
-    summary["fingerprint"] = sp.fingerprint
+    return _summarised(sp)
+
+
+def _summarised(sp: Split) -> Split:
+    """``sp`` with its totals, warnings and fingerprint written into its summary."""
+    sp.summary.update(train=int(sp.train.size), validation=int(sp.val.size), test=int(sp.test.size),
+                      warnings=sp.warnings, fingerprint=sp.fingerprint)
     return sp
 
 
@@ -352,10 +356,7 @@ def split_fixed(train: GroundTruth, test: GroundTruth, samples_per_class: int, s
                                       "test": int(te.size), **info}
     sp = Split(np.sort(np.concatenate(train_sets)), np.sort(np.concatenate(val_sets)),
                np.sort(np.concatenate(test_sets)), "fixed", seed, summary, warnings)
-    summary["train"], summary["validation"], summary["test"] = int(sp.train.size), int(sp.val.size), int(sp.test.size)
-    summary["warnings"] = warnings
-    summary["fingerprint"] = sp.fingerprint
-    return sp
+    return _summarised(sp)
 
 
 def _check(strategy, samples_per_class, validation_share, test_share, block_size) -> None:

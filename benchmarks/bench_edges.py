@@ -125,6 +125,7 @@ class Scene:
         self.features = np.nan_to_num(RasterSource(f).read()).astype(np.float32)
         self._plain: Optional[np.ndarray] = None
         self._prepared: dict = {}  # the last seed's prepare_training (only one kept: the images are large)
+        self._fingerprints: dict[int, str] = {}  # every seed's, kept: reading one back means preparing it again
 
     def features_of(self, kind: str) -> np.ndarray:
         """The diffusion features: "masked" (pretrain's default) or "plain" (--no-masking, Table II exp. 10)."""
@@ -151,6 +152,12 @@ class Scene:
             self._prepared = {seed: prepare_training(str(s), str(a), str(g), "class", 50, "polygons", seed, 0.1, 32,
                                                      Reporter())}
         return self._prepared[seed]
+
+    def fingerprint(self, seed: int) -> str:
+        """The fingerprint of a training seed's split (cached results are keyed by it)."""
+        if seed not in self._fingerprints:
+            self._fingerprints[seed] = self.prepared(seed).split.fingerprint
+        return self._fingerprints[seed]
 
     def split(self, seed: int):
         """(normalised spectral, SAR, train pixels, val pixels, codes) of a training seed, as ``train`` makes them."""
@@ -278,7 +285,7 @@ def run_scene(args, work: Path, variant: str, size: int) -> str:
                                                       *args.rows]}
     by_seed: dict[str, dict[int, dict]] = {}
     for seed in args.seeds:
-        fp = scene.prepared(seed).split.fingerprint  # a result holds for its split: keyed by it
+        fp = scene.fingerprint(seed)  # a result holds for its split: keyed by it
         forests = {} if args.no_forests else cached(store, f"forests/{seed}/{fp}", lambda: forest_rows(scene, seed),
                                                     only)
         if not args.no_forests:

@@ -68,7 +68,7 @@ def teacher_cached(scene: Scene, seed: int, epochs: int, store: Path):
 
     from bdgf_core.network.bdgf import BDGFNet
 
-    f = store / f"teacher_e{epochs}_{seed}_{scene.prepared(seed).split.fingerprint}.pt"
+    f = store / f"teacher_e{epochs}_{seed}_{scene.fingerprint(seed)}.pt"
     if f.exists():
         d = torch.load(f, weights_only=False)
         net = BDGFNet.from_meta(d["meta"])
@@ -137,7 +137,7 @@ def class_table(scene: Scene, store: Path, epochs: int, runs: dict[int, dict]) -
     classes = np.unique(scene.ref)
     cells = {c: [] for c in classes}
     for seed in runs:
-        z = np.load(store / f"maps_e{epochs}_{seed}{window_tag()}_{scene.prepared(seed).split.fingerprint}.npz")
+        z = np.load(store / f"maps_e{epochs}_{seed}{window_tag()}_{scene.fingerprint(seed)}.npz")
         cover = window_cover(inputs, seed, scene.ref.shape)
         for c in classes:
             m = scene.ref == c
@@ -175,8 +175,8 @@ def run_seed(scene: Scene, seed: int, epochs: int, maps_dir: Path) -> dict:
     s_map = _predict_block(sp, inputs, block, 0, h, sp.halo, np.asarray(codes), False, False)[0]
     t2 = time.perf_counter()
     maps_dir.mkdir(parents=True, exist_ok=True)
-    fp = scene.prepared(seed).split.fingerprint
-    np.savez_compressed(maps_dir / f"maps_e{epochs}_{seed}{window_tag()}_{fp}.npz", teacher=t_map, student=s_map)
+    np.savez_compressed(maps_dir / f"maps_e{epochs}_{seed}{window_tag()}_{scene.fingerprint(seed)}.npz",
+                        teacher=t_map, student=s_map)
     return {"teacher": {**scores(t_map, scene.ref, scene.dist), **t_info},
             "student": {**scores(s_map, scene.ref, scene.dist), "nodata_pixels": int((s_map == MAP_NODATA).sum())},
             "agreement": agreement(s_map, t_map, scene.dist),
@@ -261,7 +261,7 @@ def main() -> None:
             store = Path(args.cache) / f"{variant}_{size}"
             runs = {}
             for seed in args.seeds:
-                key = f"e{args.epochs}/{seed}{window_tag()}/{scene.prepared(seed).split.fingerprint}"
+                key = f"e{args.epochs}/{seed}{window_tag()}/{scene.fingerprint(seed)}"
                 r = cached(store, key, lambda: run_seed(scene, seed, args.epochs, store),
                            args.cached_only)
                 if r is None:
