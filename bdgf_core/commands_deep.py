@@ -30,6 +30,16 @@ def _mix_share(v: str) -> float:
     return f
 
 
+def _test_cap(v: str) -> int:
+    try:
+        i = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of pixels (0: every test pixel), got {v!r}") from None
+    if i < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (every test pixel) or a positive number of pixels, got {v}")
+    return i
+
+
 def add_deep_commands(sub, common, training_args) -> None:
     from .cli import input_args, positive_int
 
@@ -59,6 +69,9 @@ def add_deep_commands(sub, common, training_args) -> None:
     t.add_argument("--val-cap", type=positive_int, default=200,  # training.VAL_CAP (not imported: no torch here)
                    help="validation pixels scored per epoch: a fixed stratified subset of at most this many "
                         "(default 200)")
+    t.add_argument("--test-cap", type=_test_cap, default=2000,  # testsample.TEST_CAP
+                   help="held-out test pixels predicted after training: a stratified sample of at most this many, "
+                        "the accuracy estimated for all of them with 95%% intervals (default 2000; 0: every one)")
     for name in ("cnn", "transformer", "mamba", "guide-cnn", "guide-transformer", "guide-mamba", "mutual"):
         t.add_argument(f"--no-{name}", action="store_true", help=f"ablation: switch {name} off (Table II)")
     # issue 15's edge switches; unset, they take BDGFConfig's defaults (docs/METHOD.md "Class edges")
@@ -261,6 +274,8 @@ def cmd_train(args, rep) -> dict:
                                                   "adaptive": args.adaptive}.items() if v is not None})
         except ValueError as exc:
             raise BdgfError(f"{exc}; keep at least one branch on") from None
+        from .testsample import draw_test_sample
+
         data = prepare_training(args.spectral, args.sar, args.groundtruth, args.class_field, args.samples_per_class,
                                 args.split, args.seed, args.validation_share, args.block_size, rep.sub(0, 0.05),
                                 args.layer, args.test_groundtruth, args.test_layer, **ground_truth_options(args))
@@ -280,10 +295,14 @@ def cmd_train(args, rep) -> dict:
             feature_tags = feature_tags_of(args.features)
             if outdated_features(feature_tags):
                 rep.warning(outdated_features(feature_tags))
-        return dev, cfg, data, feats, feature_bands, feature_tags
+        # the test sample is drawn before training, so that a cap too small for the classes stops the run
+        # before its epochs, not after them
+        test = data.split.test
+        picked = test[draw_test_sample(data.gt.labels.ravel()[test], args.test_cap, args.seed)]
+        return dev, cfg, data, feats, feature_bands, feature_tags, picked
 
     try:
-        device, cfg, data, feats, feature_bands, feature_tags = run_agreed(setup, ctx)
+        device, cfg, data, feats, feature_bands, feature_tags, picked = run_agreed(setup, ctx)
     except PeerFailed:  # another process failed and rank 0 reports it
         return {}
     spectral = np.nan_to_num(apply(data.spectral.read(), *data.spectral_stats))
@@ -298,6 +317,7 @@ def cmd_train(args, rep) -> dict:
         return r, c, np.array([index[int(v)] for v in labels[flat]], np.int64)
 
     val = pixels(data.split.val) if data.split.val.size else None
+    test = data.split.test
     rep.info(f"training BDGF ({', '.join(cfg.branches)}; mutual learning {'on' if cfg.mutual else 'off'}) "
              f"for {cfg.epochs} epochs on {data.split.train.size} pixels, device {device}")
     # An epoch checkpoint beside the model until the model is written: rerunning the same command
@@ -314,22 +334,33 @@ def cmd_train(args, rep) -> dict:
     if not ctx.is_main:  # only rank 0 tests and writes
         return {}
     result = {"split": data.split.summary, "history": history}
-    test = data.split.test
     if test.size:
+        from .testsample import assess_sample
         from .training import predict_pixels
 
         t0 = time.perf_counter()
         test_rep = rep.sub(0.9, 0.98)
+        what = (f"{picked.size} held-out pixels" if picked.size == test.size
+                else f"a stratified sample of {picked.size} of the {test.size} held-out pixels")
         try:
-            probs = predict_pixels(net, spectral, sar, feats, test, cfg.patch,
-                                   progress=lambda f: test_rep.progress(f, f"testing {test.size} held-out pixels"),
+            probs = predict_pixels(net, spectral, sar, feats, picked, cfg.patch,
+                                   progress=lambda f: test_rep.progress(f, f"testing {what}"),
                                    cancelled=rep.cancelled)
         except Cancelled as exc:
             raise _resumable(exc, ckpt, "The trained epochs are") from None
         history["test_seconds"] = time.perf_counter() - t0
-        acc = assess(labels[test], np.asarray(codes)[probs.argmax(1)], codes)
+        predicted = np.asarray(codes)[probs.argmax(1)]
+        if picked.size == test.size:
+            acc = assess(labels[test], predicted, codes)
+            rep.info(f"held-out test pixels: OA {acc.oa:.2f}%, AA {acc.aa:.2f}%, Kappa {acc.kappa:.2f}%")
+        else:
+            acc = assess_sample(labels[picked], predicted, codes, labels[test])
+            oa_lo, oa_hi = max(acc.oa - acc.sample["oa_ci95"], 0), min(acc.oa + acc.sample["oa_ci95"], 100)
+            aa_lo, aa_hi = max(acc.aa - acc.sample["aa_ci95"], 0), min(acc.aa + acc.sample["aa_ci95"], 100)
+            rep.info(f"held-out test pixels, estimated from {what} (--test-cap): OA {acc.oa:.2f}% (95% interval "
+                     f"{oa_lo:.2f}-{oa_hi:.2f}), AA {acc.aa:.2f}% ({aa_lo:.2f}-{aa_hi:.2f}), Kappa {acc.kappa:.2f}%; "
+                     "every pixel of the map: 'Assess accuracy'")
         result["test_accuracy"] = acc.to_json({c.code: c.name for c in data.gt.classes})
-        rep.info(f"held-out test pixels: OA {acc.oa:.2f}%, AA {acc.aa:.2f}%, Kappa {acc.kappa:.2f}%")
     fit_s, val_s, test_s = (history.get(k, 0.0) for k in ("seconds", "val_seconds", "test_seconds"))
     if fit_s + test_s > 0:  # fit_s includes the validation
         rep.info(f"time: training {fit_s - val_s:.0f} s, validation {val_s:.0f} s, test {test_s:.0f} s "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -15,11 +16,14 @@ class Accuracy:
     kappa: float
     producers: list[float]      # per class, percent (recall); NaN where the class has no reference pixel
     users: list[float]          # per class, percent (precision); NaN where nothing was predicted
+    # set when the figures are estimated from a stratified sample of the test pixels (testsample.py):
+    # n, population, oa_ci95, aa_ci95 (95 % half-widths, points), test_pixels per class
+    sample: Optional[dict] = None
 
     def to_json(self, names: dict[int, str] | None = None) -> dict:
         names = names or {}
         nan = lambda v: None if not np.isfinite(v) else round(float(v), 4)  # noqa: E731
-        return {
+        out = {
             "oa": nan(self.oa), "aa": nan(self.aa), "kappa": nan(self.kappa),
             "n": int(self.confusion.sum()),
             "classes": [{"code": c, "name": names.get(c, f"class {c}"), "producers": nan(p), "users": nan(u),
@@ -27,6 +31,11 @@ class Accuracy:
                         for i, (c, p, u) in enumerate(zip(self.codes, self.producers, self.users))],
             "confusion": self.confusion.tolist(),
         }
+        if self.sample is not None:
+            out["sample"] = dict(self.sample)
+            for c, total in zip(out["classes"], self.sample["test_pixels"]):
+                c["test_pixels"] = total
+        return out
 
 
 def assess(reference: np.ndarray, predicted: np.ndarray, codes: list[int] | None = None) -> Accuracy:

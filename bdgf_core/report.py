@@ -231,22 +231,35 @@ def training_section(history: dict) -> str:
 
 
 def accuracy_section(acc_json: dict, colors: dict[int, str]) -> str:
+    sample = acc_json.get("sample")  # figures estimated from a stratified sample (testsample.py)
     rows = []
     for c in acc_json["classes"]:
         sw = f'<span class="sw" style="background:{colors.get(c["code"], "#888")}"></span>'
+        ref = f'{c["reference_pixels"]} of {c["test_pixels"]}' if sample else c["reference_pixels"]
         rows.append(f'<tr><td class="l">{sw}{html.escape(c["name"])}</td><td>{c["code"]}</td>'
-                    f'<td>{c["reference_pixels"]}</td><td>{_fmt(c["producers"])}</td><td>{_fmt(c["users"])}</td></tr>')
+                    f'<td>{ref}</td><td>{_fmt(c["producers"])}</td><td>{_fmt(c["users"])}</td></tr>')
+    oa, aa, n = f"{_fmt(acc_json['oa'])}%", f"{_fmt(acc_json['aa'])}%", acc_json["n"]
+    note = ""
+    if sample:  # the 95 % interval, clipped to 0-100
+        span = lambda v, h: f"{v:.2f}% <small>({max(v - h, 0):.2f}–{min(v + h, 100):.2f})</small>"  # noqa: E731
+        oa, aa = span(acc_json["oa"], sample["oa_ci95"]), span(acc_json["aa"], sample["aa_ci95"])
+        n = f"{sample['n']} of {sample['population']}"
+        note = (f'<p class="muted">Estimated from a stratified sample of {sample["n"]} of the '
+                f'{sample["population"]} test pixels (an equal part per class; the figures weight each class by '
+                "its test pixels; in brackets the 95 % interval). The confusion matrix counts the sampled pixels. "
+                "The test cap sets the sample's size (0: every test pixel); 'Assess accuracy' on the classified "
+                "map gives every pixel.</p>")
     names = [c["name"] for c in acc_json["classes"]]
     cm = np.asarray(acc_json["confusion"])
     head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
     body = "".join(f'<tr><th class="l">{html.escape(names[i])}</th>' + "".join(f"<td>{v}</td>" for v in row) + "</tr>"
                    for i, row in enumerate(cm.tolist()))
     return f"""
-<div class="kpi"><div>Overall accuracy<b>{_fmt(acc_json['oa'])}%</b></div><div>Average accuracy
-<b>{_fmt(acc_json['aa'])}%</b></div><div>Kappa<b>{_fmt(acc_json['kappa'])}%</b></div>
-<div>Test pixels<b>{acc_json['n']}</b></div></div>
+<div class="kpi"><div>Overall accuracy<b>{oa}</b></div><div>Average accuracy
+<b>{aa}</b></div><div>Kappa<b>{_fmt(acc_json['kappa'])}%</b></div>
+<div>Test pixels<b>{n}</b></div></div>{note}
 <h2>Per class</h2>
-<table><tr><th class="l">Class</th><th>Code</th><th>Reference pixels</th><th>Producer's accuracy %</th>
+<table><tr><th class="l">Class</th><th>Code</th><th>{'Sampled of test' if sample else 'Reference'} pixels</th><th>Producer's accuracy %</th>
 <th>User's accuracy %</th></tr>{''.join(rows)}</table>
 <h2>Confusion matrix</h2>
 {confusion_svg(cm, names)}

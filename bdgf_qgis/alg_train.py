@@ -6,6 +6,9 @@ from qgis.core import QgsProcessingParameterBoolean, QgsProcessingParameterFileD
 from .algorithm import (MODEL_FILTER, REPORT_FILTER, BdgfAlgorithm, add_ground_truth, add_inputs, add_sampling,
                         check_validation_share, plain, sampling_args)
 
+#: the runtime's default (bdgf_core/testsample.py TEST_CAP; not imported: the plugin loads no torch)
+TEST_CAP = 2000
+
 #: (parameter id, description, runtime switch that turns it off)
 ABLATIONS = (
     ("CNN", "CNN branch", "--no-cnn"),
@@ -62,6 +65,13 @@ class TrainAlgorithm(BdgfAlgorithm):
                  "The best epoch is chosen on a fixed, stratified subset of at most this many validation "
                  "pixels (the same each epoch, drawn from the seed), so choosing costs a fraction of the "
                  "training; the report gives its size. Default 200.", advanced=True)
+        self.add(QgsProcessingParameterNumber("TEST_CAP", "Held-out pixels tested after training",
+                                              QgsProcessingParameterNumber.Integer, TEST_CAP, minValue=0,
+                                              maxValue=100000000, optional=True),
+                 "The report's test accuracy is estimated from a stratified sample of at most this many held-out "
+                 "pixels (an equal part per class, drawn from the seed), with 95 % intervals, so that testing "
+                 "does not cost as much as the training; 0 tests every held-out pixel. 'Assess accuracy' on the "
+                 f"classified map gives every pixel. Default {TEST_CAP}.", advanced=True)
         self.add(QgsProcessingParameterNumber(self.PATCH_SIZE, "Patch size (pixels)",
                                               QgsProcessingParameterNumber.Integer, 9, minValue=1, maxValue=31),
                  "Side of the square patch around each pixel, odd, 1 to 31; the paper uses 9.", advanced=True)
@@ -123,6 +133,8 @@ class TrainAlgorithm(BdgfAlgorithm):
                  "--batch-size", self.parameterAsInt(parameters, self.BATCH_SIZE, context),
                  "--patch-size", self.parameterAsInt(parameters, self.PATCH_SIZE, context),
                  "--val-cap", self.parameterAsInt(parameters, "VAL_CAP", context) or 200,
+                 "--test-cap", (TEST_CAP if parameters.get("TEST_CAP") in (None, "")
+                                else self.parameterAsInt(parameters, "TEST_CAP", context)),
                  "--device", self.device(parameters, context),
                  "--seed", self.parameterAsInt(parameters, self.SEED, context)]
         for pid, _desc, switch in ABLATIONS:

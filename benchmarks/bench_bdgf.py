@@ -78,7 +78,7 @@ def scene_part(work: Path, seeds: list[int], epochs: int, samples: int, steps: i
             def run(extra=extra, fk=fk) -> dict:
                 fa = ["--features", feats[fk]] if fk else []
                 cli("train", *common, *fa, *extra, "--epochs", epochs, "--seed", seed, "--device", "cpu",
-                    "--model", work / "m.bdgf", "--report", work / "m.html")
+                    "--test-cap", 0, "--model", work / "m.bdgf", "--report", work / "m.html")
                 acc = json.loads((work / "m.json").read_text())["test_accuracy"]
                 return {k: acc[k] for k in ("oa", "aa", "kappa")}
 
@@ -99,7 +99,7 @@ def scene_part(work: Path, seeds: list[int], epochs: int, samples: int, steps: i
 
         def bdgf_pixels() -> dict:
             cli("train", *px, "--features", feats["masked"], "--epochs", epochs, "--seed", seed, "--device", "cpu",
-                "--model", work / "mp.bdgf", "--report", work / "mp.html")
+                "--test-cap", 0, "--model", work / "mp.bdgf", "--report", work / "mp.html")
             acc = json.loads((work / "mp.json").read_text())["test_accuracy"]
             return {k: acc[k] for k in ("oa", "aa", "kappa")}
 

@@ -87,7 +87,7 @@ def main() -> None:
         for name, path in feats.items():
             out = cli("train", "--spectral", sc.spectral, "--sar", sc.sar, "--groundtruth", sc.groundtruth,
                       "--split", "polygons", "--samples-per-class", 50, "--epochs", args.epochs, "--seed", seed,
-                      "--model", work / f"bdgf_{name}_{seed}.bdgf", "--features", path)
+                      "--test-cap", 0, "--model", work / f"bdgf_{name}_{seed}.bdgf", "--features", path)
             result[f"train/{name}/{seed}"] = round(float(out["test_oa"]), 2)
             print(name, seed, "BDGF test OA", result[f"train/{name}/{seed}"], flush=True)
     for name in feats:

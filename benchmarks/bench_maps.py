@@ -202,7 +202,7 @@ def validation_part(work: Path, inputs: dict, seeds: list[int], epochs: int, sam
                 cli("train", "--spectral", inputs["spectral"], "--sar", inputs["sar"], "--features", inputs["features"],
                     "--groundtruth", train, "--test-groundtruth", test, "--samples-per-class", samples,
                     "--validation-share", share, "--epochs", epochs, "--seed", seed, "--device", "cpu",
-                    "--model", work / f"half_{share:g}.bdgf", "--report", work / f"half_{share:g}.html")
+                    "--test-cap", 0, "--model", work / f"half_{share:g}.bdgf", "--report", work / f"half_{share:g}.html")
                 j = json.loads((work / f"half_{share:g}.json").read_text())
                 cache.write_text(json.dumps({"oa": j["test_accuracy"]["oa"], "aa": j["test_accuracy"]["aa"],
                                              "validation": j["split"]["validation"]}))

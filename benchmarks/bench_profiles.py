@@ -393,7 +393,8 @@ def _train(sc, features, seed, epochs, extra, model_path) -> float:
     from bench_diffusion import _job_cli
 
     args = ["train", "--spectral", sc.spectral, "--sar", sc.sar, "--groundtruth", sc.groundtruth, "--split", "polygons",
-            "--samples-per-class", 50, "--epochs", epochs, "--seed", seed, "--model", model_path, *extra]
+            "--samples-per-class", 50, "--epochs", epochs, "--seed", seed, "--test-cap", 0, "--model", model_path,
+            *extra]
     if features:
         args += ["--features", features]
     return float(_job_cli({"args": [str(a) for a in args]})["test_oa"])

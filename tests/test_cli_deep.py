@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
+from bdgf_core.testsample import allocate
 from test_cli import error, result, run
 
 
@@ -108,3 +109,32 @@ def test_training_shows_the_test_phase_and_what_evaluation_cost(deep):
     assert "time: training" in log and "% of training and evaluation)" in log
     rep = json.loads((d / "train.json").read_text())
     assert rep["history"]["test_seconds"] > 0
+
+
+def test_test_cap_estimates_from_a_stratified_sample(deep, tmp_path):
+    """--test-cap: the held-out test predicts a stratified sample and the report gives the estimates with
+    their intervals; a cap below the number of classes stops the run before its first epoch (issue 16)."""
+    d, s, p, _ = deep
+    base = ["train", "--spectral", s["spectral"], "--sar", s["sar"], "--groundtruth", s["groundtruth"],
+            "--features", p["features"], "--samples-per-class", "10", "--epochs", "1", "--patch-size", "3",
+            "--device", "cpu", "--model", tmp_path / "m.bdgf", "--report", tmp_path / "m.html"]
+    _, ev, _ = run(*base, "--test-cap", "21")
+    rep = json.loads((tmp_path / "m.json").read_text())
+    acc, split = rep["test_accuracy"], rep["split"]
+    assert split["test"] > 21 and acc["n"] == 21
+    assert acc["sample"]["population"] == split["test"]
+    assert {c["code"]: c["test_pixels"] for c in acc["classes"]} == {int(k): v["test"]
+                                                                       for k, v in split["classes"].items()}
+    # an equal part per class (3 of 21 for 7 classes); a class with fewer test pixels gives all of them
+    sampled = [c["reference_pixels"] for c in acc["classes"]]
+    assert sampled == allocate(np.array([c["test_pixels"] for c in acc["classes"]]), 21).tolist()
+    assert max(sampled) - min(x for x, c in zip(sampled, acc["classes"]) if c["test_pixels"] > x) <= 1
+    assert 0 <= acc["sample"]["oa_ci95"] <= 100 and result(ev)["test_oa"] == acc["oa"]
+    log = (tmp_path / "m.bdgf.log").read_text()
+    assert f"estimated from a stratified sample of 21 of the {split['test']} held-out pixels" in log
+    assert "stratified sample" in (tmp_path / "m.html").read_text()
+    code, ev, _ = run(*base, "--test-cap", "3", check=False)
+    assert code == 1 and "test cap (3) is smaller than the number of classes" in error(ev)
+    assert not any(e.get("event") == "progress" and "epoch" in e.get("message", "") for e in ev)
+    code, _, err = run(*base, "--test-cap", "-5", check=False)
+    assert code == 2 and "--test-cap" in err

@@ -221,3 +221,8 @@ def test_cli_default_cap_is_the_training_default() -> None:
     args = build_parser().parse_args(["train", "--spectral", "s", "--sar", "a", "--groundtruth", "g",
                                       "--class-field", "c", "--model", "m.bdgf"])
     assert args.val_cap == training.VAL_CAP
+    from bdgf_core import testsample
+    from bdgf_qgis import alg_train
+
+    # the test cap is written in three places (the plugin and the CLI parser load no torch)
+    assert args.test_cap == testsample.TEST_CAP == alg_train.TEST_CAP

@@ -135,6 +135,7 @@ def test_pretrain_and_train_switches(bdgf_provider, fake_runtime, tiny_scene, tm
     assert (a["--epochs"], a["--split"], a["--features"]) == ("2", "pixels", tiny_scene["spectral"])
     assert float(a["--validation-share"]) == pytest.approx(0.1)
     assert a["--val-cap"] == "200"  # the capped validation subset of the runtime, by default
+    assert a["--test-cap"] == "2000"  # the capped test sample, by default (issue 16)
     assert not {"--centre", "--flips", "--mix-share"} & set(a)  # the edge switches are off by default
     assert "--no-adaptive" not in call["args"]  # edge-aware patches: unset, the runtime's default (on)
     from qgis.core import QgsApplication
@@ -142,8 +143,9 @@ def test_pretrain_and_train_switches(bdgf_provider, fake_runtime, tiny_scene, tm
         "ADAPTIVE").defaultValue() is True  # the dialog's default: on
     run("train", {"SPECTRAL": tiny_scene["spectral"], "SAR": tiny_scene["sar"], "FEATURES": tiny_scene["spectral"],
                   "GROUND_TRUTH": tiny_scene["groundtruth"], "CENTRE": True, "FLIPS": True, "MIX_SHARE": 1.0,
-                  "ADAPTIVE": False, "MODEL": str(tmp_path / "edges.bdgf")})
+                  "ADAPTIVE": False, "TEST_CAP": 0, "MODEL": str(tmp_path / "edges.bdgf")})
     a = argmap(fake_runtime()[-1]["args"])
+    assert a["--test-cap"] == "0"  # 0: every held-out pixel
     assert {"--centre", "--flips", "--no-adaptive"} <= set(fake_runtime()[-1]["args"]) and float(a["--mix-share"]) == 1.0
     assert res["MODEL"] == str(tmp_path / "bdgf.bdgf")
 

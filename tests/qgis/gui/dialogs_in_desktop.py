@@ -111,3 +111,28 @@ def test_class_field_offers_text_and_number_fields(provider, scene, qgis_iface):
             dialog.close()
             dialog.deleteLater()
             QApplication.processEvents()
+
+
+def test_train_dialog_test_cap_defaults_and_takes_zero(provider, scene, qgis_iface):
+    """Train BDGF's test cap (issue 16) shows the runtime's default, and 0 (every held-out pixel) reaches the
+    parameters as 0, not as 'not set'."""
+    import processing
+    from qgis.PyQt.QtWidgets import QApplication
+
+    from bdgf_qgis.alg_train import TEST_CAP
+
+    _load(scene, MIXES["rasters first, then vectors"])
+    dialog = processing.createAlgorithmDialog("bdgf:train", {})
+    try:
+        dialog.show()
+        QApplication.processEvents()
+        wrapper = dialog.mainWidget().wrappers["TEST_CAP"]
+        assert wrapper.parameterValue() == TEST_CAP == 2000
+        wrapper.setParameterValue(0, QgsProcessingContext())
+        QApplication.processEvents()
+        assert wrapper.parameterValue() == 0
+        assert dialog.mainWidget().createProcessingParameters()["TEST_CAP"] == 0
+    finally:
+        dialog.close()
+        dialog.deleteLater()
+        QApplication.processEvents()
