@@ -10,12 +10,8 @@ from .errors import BdgfError
 from .network.bdgf import BDGFNet
 from .normalise import apply
 from .oom import OomRetry
-from .training import predict_block
+from .training import CPU_MAX_BATCH, GPU_BATCH, predict_block
 
-#: Largest batch chosen from a memory budget on CPU: smaller batches keep a tile's activations in
-#: cache; 128-256 pixels were the fastest per core here for the paper's network (docs/bench/classify.md).
-CPU_MAX_BATCH = 256
-GPU_BATCH = 1024
 #: Host memory a BDGF predictor takes besides its weights and batch, measured here about 40 MB
 #: (docs/bench/classify.md): reading the model file, and PyTorch's first forward pass on CPU
 #: (oneDNN primitives and scratch buffers, thread pools: 15-23 MB).

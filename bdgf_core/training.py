@@ -88,6 +88,13 @@ class _NetWithLoss(torch.nn.Module):
         return loss
 
 
+#: Largest batch chosen from a memory budget on CPU: smaller batches keep a tile's activations in
+#: cache; 128-256 pixels were the fastest per core here for the paper's network (docs/bench/classify.md).
+#: Also the default batch of :func:`predict_pixels` on CPU: the held-out test of the demo's model ran
+#: at about 500 pixels/s in batches of 1024 and 720-830 in batches of 64-256 (2 threads).
+CPU_MAX_BATCH = 256
+GPU_BATCH = 1024
+
 #: Validation pixels scored per epoch by default (issue 16): a fixed stratified subset, so that
 #: choosing the epoch costs a fraction of training. On the demo scene (350 training pixels, CPU,
 #: benchmarks/bench_validation.py) a validation pixel cost 0.27-0.37 of a training pixel: 500 took
@@ -429,14 +436,16 @@ def predict_block(net: BDGFNet, spectral_block: np.ndarray | Tensor, sar_block: 
 
 @torch.inference_mode()
 def predict_pixels(net: BDGFNet, spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarray],
-                   flat: np.ndarray, patch: int, batch_size: int = 1024,
+                   flat: np.ndarray, patch: int, batch_size: Optional[int] = None,
                    progress: Optional[Callable[[float], None]] = None,
                    cancelled: Optional[Callable[[], bool]] = None) -> np.ndarray:
     """Class probabilities (N, C) of the pixels at flat indices of normalised whole images.
 
-    ``progress(fraction)`` after each batch; ``cancelled()`` True stops with :class:`Cancelled`."""
+    ``batch_size`` None: CPU_MAX_BATCH on the CPU, GPU_BATCH on CUDA. ``progress(fraction)`` after
+    each batch; ``cancelled()`` True stops with :class:`Cancelled`."""
     net.eval()
     device = next(net.parameters()).device
+    batch_size = batch_size or (GPU_BATCH if device.type == "cuda" else CPU_MAX_BATCH)
     rows, cols = np.divmod(np.asarray(flat, np.int64), spectral.shape[2])
     src = _PatchSource([spectral, sar, features], patch, rows, cols, device)
     out = []
