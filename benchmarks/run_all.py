@@ -75,6 +75,9 @@ BENCHES = [
           needs="houston2013", env=ONE, work=False),
     Bench("scaling", "bench_scaling.py", ["--repeats", "2", "--size", "48", "--map-tiles", "2"],
           ["--repeats", "1", "--size", "32", "--map-tiles", "1"]),
+    Bench("evaluation", "bench_evaluation.py", ["--repeats", "3"],
+          ["--repeats", "1", "--epochs", "1", "--draws", "10", "--hard-epochs", "1"], env={"OMP_NUM_THREADS": "2"}),
+    Bench("compile", "bench_compile.py", ["--repeats", "5"], ["--repeats", "1"], env=ONE, work=False),
     Bench("splits", "bench_splits.py", ["--seeds", "5", "--samples", "50", "--trees", "200"],
           ["--seeds", "1", "--trees", "10"], needs="houston2013", env=ONE, work=False),
 ]
