@@ -176,6 +176,19 @@ def _accuracy(net: BDGFNet, src: _PatchSource, labels: np.ndarray, retry: OomRet
     return correct / n, ce / n
 
 
+def estimate_training(ends: Sequence[float], epochs: int, device: str) -> str:
+    """The training's total time, as a sentence, from the ends of its first epochs (seconds since the
+    run started; ``epochs``: the epochs of this run). The first epoch carries one-time costs, so the
+    rate comes from the later ones; the held-out test after the epochs is not included."""
+    from .diffusion.pretrain import format_duration
+
+    rate = (ends[-1] - ends[0]) / (len(ends) - 1) if len(ends) >= 2 else ends[0]
+    total = ends[-1] + rate * (epochs - len(ends))
+    per_epoch = f"{rate:.3g}" if rate < 1000 else f"{rate:.0f}"  # no exponent: '1234 s/epoch'
+    return (f"estimated training time: {format_duration(total)} ({epochs} epochs at {per_epoch} s/epoch on "
+            f"{device}, validation included)")
+
+
 def better_epoch(oa: float, loss: float, best_oa: float, best_loss: float) -> bool:
     """Whether an epoch's validation (OA, loss) beats the best so far: higher OA, or the same OA and a
     lower loss. OA over a few hundred pixels ties often (on a clean scene it reaches 100 % in an
@@ -329,6 +342,7 @@ def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarra
 
     t0 = time.perf_counter()
     seconds_before = history.get("seconds", 0.0)  # a resumed run counts the epochs before the interruption
+    ends: list[float] = []  # end of each epoch of this run, seconds since t0 (for the time estimate)
     for epoch in range(start_epoch, cfg.epochs):
         net.train()
         order = gen.permutation(n)
@@ -372,6 +386,9 @@ def fit_bdgf(spectral: np.ndarray, sar: np.ndarray, features: Optional[np.ndarra
                 best_oa, history["best_epoch"], history["best_val_loss"] = oa, epoch, va_loss
                 best_state = copy.deepcopy(net.state_dict())
         history["seconds"] = seconds_before + time.perf_counter() - t0
+        ends.append(time.perf_counter() - t0)
+        if log is not None and ctx.is_main and len(ends) == 2 and epoch + 1 < cfg.epochs:
+            log(estimate_training(ends, cfg.epochs - start_epoch, str(dev)))
         if checkpoint and ctx.is_main:
             train_checkpoint.save(checkpoint, net, opt, gen, epoch + 1, history, best_state, best_oa, digest)
         if progress is not None:

@@ -153,3 +153,22 @@ def test_predict_pixels_reports_progress_and_can_be_cancelled() -> None:
         predict_pixels(net, spec, sar, feat, flat, 3, batch_size=32, cancelled=lambda: len(seen) > 4,
                        progress=seen.append)
     assert len(seen) == 5  # stopped after the first batch of the second call
+
+
+def test_training_time_is_estimated_once_after_the_second_epoch() -> None:
+    """A run says, after its second epoch, how long all its epochs will take (from the second epoch's
+    rate: the first carries one-time costs); a run of two epochs or fewer has nothing left to estimate."""
+    from bdgf_core.training import estimate_training
+
+    spec, sar, feat, tr, va = _scene()
+    said: list[str] = []
+    fit_bdgf(spec, sar, feat, tr, va, 3, BDGFConfig(**{**CFG, "epochs": 4}), log=said.append)
+    estimates = [m for m in said if m.startswith("estimated training time")]
+    assert len(estimates) == 1 and "4 epochs at" in estimates[0] and "on cpu" in estimates[0]
+    said.clear()
+    fit_bdgf(spec, sar, feat, tr, va, 3, BDGFConfig(**{**CFG, "epochs": 2}), log=said.append)
+    assert not [m for m in said if m.startswith("estimated training time")]
+    # 10 s for the first epoch, 2 s for the second: 100 epochs are 10 + 99 x 2 s
+    assert estimate_training([10.0, 12.0], 100, "cpu").startswith("estimated training time: 3 min (100 epochs at "
+                                                                  "2 s/epoch on cpu")
+    assert "5000 s/epoch" in estimate_training([6000.0, 11000.0], 30, "cuda:0")
