@@ -16,8 +16,10 @@ class Accuracy:
     kappa: float
     producers: list[float]      # per class, percent (recall); NaN where the class has no reference pixel
     users: list[float]          # per class, percent (precision); NaN where nothing was predicted
-    # set when the figures are estimated from a stratified sample of the test pixels (testsample.py):
-    # n, population, oa_ci95, aa_ci95 (95 % half-widths, points), test_pixels per class
+    # set when the figures are estimated from a stratified sample of the test pixels (testsample.py);
+    # ``confusion`` is then the estimated matrix of the whole test set (float). Keys: n, population,
+    # oa_ci95, aa_ci95 (95 % half-widths, points), per class test_pixels, sampled, producers_ci95,
+    # users_ci95, and counts (the sample's own confusion matrix)
     sample: Optional[dict] = None
 
     def to_json(self, names: dict[int, str] | None = None) -> dict:
@@ -31,10 +33,15 @@ class Accuracy:
                         for i, (c, p, u) in enumerate(zip(self.codes, self.producers, self.users))],
             "confusion": self.confusion.tolist(),
         }
-        if self.sample is not None:
-            out["sample"] = dict(self.sample)
-            for c, total in zip(out["classes"], self.sample["test_pixels"]):
-                c["test_pixels"] = total
+        if self.sample is not None:  # the estimated matrix, in whole pixels; the sample's counts apart
+            sm = self.sample
+            out["n"], out["confusion"] = sm["population"], np.rint(self.confusion).astype(np.int64).tolist()
+            out["sample"] = {k: v for k, v in sm.items() if k not in ("test_pixels", "sampled", "producers_ci95",
+                                                                      "users_ci95")}
+            for i, c in enumerate(out["classes"]):
+                c.update(reference_pixels=sm["test_pixels"][i], test_pixels=sm["test_pixels"][i],
+                         sampled=sm["sampled"][i], producers_ci95=sm["producers_ci95"][i],
+                         users_ci95=sm["users_ci95"][i])
         return out
 
 

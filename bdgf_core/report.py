@@ -232,23 +232,30 @@ def training_section(history: dict) -> str:
 
 def accuracy_section(acc_json: dict, colors: dict[int, str]) -> str:
     sample = acc_json.get("sample")  # figures estimated from a stratified sample (testsample.py)
+
+    def pm(v, half) -> str:  # a class's figure with its 95 % half-width, when estimated
+        return _fmt(v) + (f" <small>± {half:.1f}</small>" if sample and half is not None and v is not None else "")
+
     rows = []
     for c in acc_json["classes"]:
         sw = f'<span class="sw" style="background:{colors.get(c["code"], "#888")}"></span>'
-        ref = f'{c["reference_pixels"]} of {c["test_pixels"]}' if sample else c["reference_pixels"]
+        ref = f'{c["sampled"]} of {c["test_pixels"]}' if sample else c["reference_pixels"]
         rows.append(f'<tr><td class="l">{sw}{html.escape(c["name"])}</td><td>{c["code"]}</td>'
-                    f'<td>{ref}</td><td>{_fmt(c["producers"])}</td><td>{_fmt(c["users"])}</td></tr>')
+                    f'<td>{ref}</td><td>{pm(c["producers"], c.get("producers_ci95"))}</td>'
+                    f'<td>{pm(c["users"], c.get("users_ci95"))}</td></tr>')
     oa, aa, n = f"{_fmt(acc_json['oa'])}%", f"{_fmt(acc_json['aa'])}%", acc_json["n"]
-    note = ""
+    note, matrix_note = "", ""
     if sample:  # the 95 % interval, clipped to 0-100
         span = lambda v, h: f"{v:.2f}% <small>({max(v - h, 0):.2f}–{min(v + h, 100):.2f})</small>"  # noqa: E731
         oa, aa = span(acc_json["oa"], sample["oa_ci95"]), span(acc_json["aa"], sample["aa_ci95"])
         n = f"{sample['n']} of {sample['population']}"
         note = (f'<p class="muted">Estimated from a stratified sample of {sample["n"]} of the '
-                f'{sample["population"]} test pixels (an equal part per class; the figures weight each class by '
-                "its test pixels; in brackets the 95 % interval). The confusion matrix counts the sampled pixels. "
-                "The test cap sets the sample's size (0: every test pixel); 'Assess accuracy' on the classified "
-                "map gives every pixel.</p>")
+                f'{sample["population"]} test pixels (an equal part per class; each class weighted by its test '
+                "pixels). In brackets and after ± the 95 % interval of the whole held-out set's figure: it covers "
+                "the sampling of those pixels only. The test cap sets the sample's size (0: every test pixel); "
+                "'Assess accuracy' on the classified map gives every pixel.</p>")
+        matrix_note = ('<p class="muted">Estimated for all the test pixels from the sample (each class\'s sampled '
+                       "row scaled to its test pixels, rounded); the report's figures are read from it.</p>")
     names = [c["name"] for c in acc_json["classes"]]
     cm = np.asarray(acc_json["confusion"])
     head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
@@ -261,7 +268,7 @@ def accuracy_section(acc_json: dict, colors: dict[int, str]) -> str:
 <h2>Per class</h2>
 <table><tr><th class="l">Class</th><th>Code</th><th>{'Sampled of test' if sample else 'Reference'} pixels</th><th>Producer's accuracy %</th>
 <th>User's accuracy %</th></tr>{''.join(rows)}</table>
-<h2>Confusion matrix</h2>
+<h2>Confusion matrix</h2>{matrix_note}
 {confusion_svg(cm, names)}
 <table><tr><th class="l">reference ↓ / predicted →</th>{head}</tr>{body}</table>
 """

@@ -91,7 +91,8 @@ class _NetWithLoss(torch.nn.Module):
 #: Largest batch chosen from a memory budget on CPU: smaller batches keep a tile's activations in
 #: cache; 128-256 pixels were the fastest per core here for the paper's network (docs/bench/classify.md).
 #: Also the default batch of :func:`predict_pixels` on CPU: the held-out test of the demo's model ran
-#: at about 500 pixels/s in batches of 1024 and 720-830 in batches of 64-256 (2 threads).
+#: at 628 pixels/s in batches of 1024 and 948-985 in batches of 64-256 (2 threads, medians;
+#: docs/bench/evaluation.md).
 CPU_MAX_BATCH = 256
 GPU_BATCH = 1024
 
