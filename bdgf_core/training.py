@@ -20,6 +20,7 @@ from .augment import augment_batch
 from .distributed import (SINGLE, DistContext, all_ranks_agree, broadcast_object, check_batch, loss_scale, rank_slice,
                           sync_batchnorm)
 from .errors import BdgfError, Cancelled
+from .eta import format_duration, project
 from .network.adaptive import calibrate
 from .network.bdgf import BDGFConfig, BDGFNet
 from .oom import OomRetry, for_each_batch
@@ -179,13 +180,9 @@ def _accuracy(net: BDGFNet, src: _PatchSource, labels: np.ndarray, retry: OomRet
 
 def estimate_training(ends: Sequence[float], epochs: int, device: str) -> str:
     """The training's total time, as a sentence, from the ends of its first epochs (seconds since the
-    run started; ``epochs``: the epochs of this run). The first epoch carries one-time costs, so the
-    rate comes from the later ones; the held-out test after the epochs is not included."""
-    from .diffusion.pretrain import format_duration
-
-    rate = (ends[-1] - ends[0]) / (len(ends) - 1) if len(ends) >= 2 else ends[0]
-    total = ends[-1] + rate * (epochs - len(ends))
-    per_epoch = f"{rate:.3g}" if rate < 1000 else f"{rate:.0f}"  # no exponent: '1234 s/epoch'
+    run started; ``epochs``: the epochs of this run; the first epoch's one-time costs:
+    :func:`bdgf_core.eta.project`). The held-out test after the epochs is not included."""
+    total, _, per_epoch = project(ends, epochs)
     return (f"estimated training time: {format_duration(total)} ({epochs} epochs at {per_epoch} s/epoch on "
             f"{device}, validation included)")
 

@@ -56,6 +56,7 @@ from ..devices import is_out_of_memory
 from ..distributed import (SINGLE, DistContext, agree_on_failure, all_ranks_agree, broadcast_object, check_batch,
                            sync_batchnorm)
 from ..errors import BdgfError, Cancelled
+from ..eta import format_duration, project
 from ..modelfile import load_model, read_meta, save_model
 from ..oom import OomRetry
 from .forward import Schedule, apply_masks, linear_schedule, mask_probability, q_sample
@@ -76,28 +77,13 @@ ESTIMATE_STEPS = 3
 ESTIMATE_SECONDS = 10.0
 
 
-def format_duration(seconds: float) -> str:
-    """A duration for people: '45 s', '12 min', '3.4 h', '69 days'."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 48 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.0f} days"
-
-
 def estimate_pretraining(stamps: list[float], steps: int, device: str) -> dict:
     """The pretraining's total time from the first measured steps of a run.
 
     ``stamps``: seconds since the run started at the end of each step so far; ``steps``: the
-    steps of this run. The first step carries one-time costs (allocation, kernel choice), so
-    with two or more the rate comes from the later ones.
+    steps of this run (the first step's one-time costs: :func:`bdgf_core.eta.project`).
     """
-    done = len(stamps)
-    rate = (stamps[-1] - stamps[0]) / (done - 1) if done >= 2 else stamps[0]
-    total = stamps[-1] + rate * (steps - done)
-    per_step = f"{rate:.3g}" if rate < 1000 else f"{rate:.0f}"  # no exponent: '1234 s/step'
+    total, rate, per_step = project(stamps, steps)
     return {"seconds": total, "seconds_per_step": rate, "steps": steps, "device": str(device),
             "message": f"estimated pretraining time: {format_duration(total)} ({steps} steps at {per_step} s/step "
                        f"on {device})"}
