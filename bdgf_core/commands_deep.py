@@ -335,7 +335,7 @@ def cmd_train(args, rep) -> dict:
         return {}
     result = {"split": data.split.summary, "history": history}
     if test.size:
-        from .testsample import assess_sample
+        from .testsample import assess_sample, interval
         from .training import predict_pixels
 
         t0 = time.perf_counter()
@@ -355,8 +355,8 @@ def cmd_train(args, rep) -> dict:
             rep.info(f"held-out test pixels: OA {acc.oa:.2f}%, AA {acc.aa:.2f}%, Kappa {acc.kappa:.2f}%")
         else:
             acc = assess_sample(labels[picked], predicted, codes, labels[test])
-            oa_lo, oa_hi = max(acc.oa - acc.sample["oa_ci95"], 0), min(acc.oa + acc.sample["oa_ci95"], 100)
-            aa_lo, aa_hi = max(acc.aa - acc.sample["aa_ci95"], 0), min(acc.aa + acc.sample["aa_ci95"], 100)
+            oa_lo, oa_hi = interval(acc.oa, acc.sample["oa_ci95"])
+            aa_lo, aa_hi = interval(acc.aa, acc.sample["aa_ci95"])
             rep.info(f"held-out test pixels, estimated from {what} (--test-cap): OA {acc.oa:.2f}% (95% interval "
                      f"{oa_lo:.2f}-{oa_hi:.2f}), AA {acc.aa:.2f}% ({aa_lo:.2f}-{aa_hi:.2f}), Kappa {acc.kappa:.2f}%; "
                      "every pixel of the map: 'Assess accuracy'")

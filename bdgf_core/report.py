@@ -246,7 +246,9 @@ def accuracy_section(acc_json: dict, colors: dict[int, str]) -> str:
     oa, aa, n = f"{_fmt(acc_json['oa'])}%", f"{_fmt(acc_json['aa'])}%", acc_json["n"]
     note, matrix_note = "", ""
     if sample:  # the 95 % interval, clipped to 0-100
-        span = lambda v, h: f"{v:.2f}% <small>({max(v - h, 0):.2f}–{min(v + h, 100):.2f})</small>"  # noqa: E731
+        from .testsample import interval
+
+        span = lambda v, h: f"{v:.2f}% <small>({'–'.join(f'{x:.2f}' for x in interval(v, h))})</small>"  # noqa: E731
         oa, aa = span(acc_json["oa"], sample["oa_ci95"]), span(acc_json["aa"], sample["aa_ci95"])
         n = f"{sample['n']} of {sample['population']}"
         note = (f'<p class="muted">Estimated from a stratified sample of {sample["n"]} of the '

@@ -41,6 +41,11 @@ TEST_CAP = 2000
 Z95 = 1.959964
 
 
+def interval(value: float, half: float) -> tuple[float, float]:
+    """A 95 % interval (percent) from an estimate and its half-width, clipped to 0-100."""
+    return max(value - half, 0.0), min(value + half, 100.0)
+
+
 def allocate(counts: np.ndarray, cap: int) -> np.ndarray:
     """Pixels to draw from each class: an equal share of ``cap``, at most the class's ``counts``.
 
